@@ -1,0 +1,1 @@
+"""The aiohttp application around the signalling core: staff, sessions, invites, pages, CLI."""

@@ -1,0 +1,224 @@
+"""The JSON API under /api/ for the consoles: sessions, links, specialists, availability.
+
+State-changing calls need the session's CSRF token in `X-CSRF-Token`. Errors are
+`{"error": code, "message": text}` with a fitting HTTP status.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from server import keys
+from server.accounts import Staff, StaffRole
+from server.auth import current_staff, require_role
+from server.phone import masked
+from server.sessions import VideoSession
+from server.sms import ConsoleGateway
+
+ALL_STAFF = (StaffRole.HANDLER, StaffRole.SPECIALIST, StaffRole.SUPERVISOR, StaffRole.AUDITOR,
+             StaffRole.ADMIN)
+
+
+def _error(code: str, message: str, status: int) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "bad_json", "message": "The body is not valid JSON."}),
+            content_type="application/json",
+        ) from exc
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "bad_json", "message": "The body must be a JSON object."}),
+            content_type="application/json",
+        )
+    return body
+
+
+def _field(body: dict[str, Any], name: str, default: str = "") -> str:
+    value = body.get(name, default)
+    if not isinstance(value, str):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "bad_field", "message": f"{name} must be a string."}),
+            content_type="application/json",
+        )
+    return value
+
+
+def _staff(request: web.Request) -> Staff:
+    session = current_staff(request)
+    assert session is not None
+    return session.staff
+
+
+def session_json(session: VideoSession) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "incident_ref": session.incident_ref,
+        "phone": masked(session.phone),
+        "language": session.language,
+        "state": session.state.value,
+        "timeline": session.timeline(),
+        "end_reason": session.end_reason,
+    }
+
+
+@require_role(*ALL_STAFF)
+async def me(request: web.Request) -> web.Response:
+    session = current_staff(request)
+    assert session is not None
+    staff = session.staff
+    return web.json_response({
+        "id": staff.id, "username": staff.username, "name": staff.display_name,
+        "role": staff.role.value, "csrf_token": session.csrf_token,
+    })
+
+
+@require_role(StaffRole.HANDLER)
+async def create_session(request: web.Request) -> web.Response:
+    body = await _body(request)
+    room = request.app[keys.ROOM]
+    session = await room.create_session(
+        _staff(request), _field(body, "incident_ref"), _field(body, "phone"),
+        _field(body, "language", "en"),
+    )
+    return web.json_response(
+        {"session": session_json(session), "status": await room.status(session.id)}, status=201
+    )
+
+
+@require_role(*ALL_STAFF)
+async def list_sessions(request: web.Request) -> web.Response:
+    room = request.app[keys.ROOM]
+    staff = _staff(request)
+    if staff.role is StaffRole.HANDLER:
+        sessions = await room.sessions.for_handler(staff.id)
+    elif staff.role is StaffRole.SPECIALIST:
+        sessions = await room.sessions.for_specialist(staff.id)
+    elif staff.role in (StaffRole.SUPERVISOR, StaffRole.AUDITOR):
+        sessions = await room.sessions.recent()
+    else:
+        sessions = []
+    return web.json_response({"sessions": [session_json(s) for s in sessions]})
+
+
+@require_role(*ALL_STAFF)
+async def get_session(request: web.Request) -> web.Response:
+    room = request.app[keys.ROOM]
+    session = await room.session_for(_staff(request), request.match_info["session_id"])
+    return web.json_response(
+        {"session": session_json(session), "status": await room.status(session.id)}
+    )
+
+
+@require_role(StaffRole.HANDLER)
+async def resend_link(request: web.Request) -> web.Response:
+    room = request.app[keys.ROOM]
+    session_id = request.match_info["session_id"]
+    await room.send_link(_staff(request), session_id)
+    return web.json_response({"status": await room.status(session_id)})
+
+
+@require_role(StaffRole.HANDLER)
+async def revoke_link(request: web.Request) -> web.Response:
+    room = request.app[keys.ROOM]
+    session_id = request.match_info["session_id"]
+    await room.revoke_link(_staff(request), session_id)
+    return web.json_response({"status": await room.status(session_id)})
+
+
+@require_role(*ALL_STAFF)
+async def end_session(request: web.Request) -> web.Response:
+    body = await _body(request)
+    room = request.app[keys.ROOM]
+    session = await room.end_session(
+        _staff(request), request.match_info["session_id"], _field(body, "reason", "ended")
+    )
+    return web.json_response({"session": session_json(session)})
+
+
+@require_role(*ALL_STAFF)
+async def invite_specialist(request: web.Request) -> web.Response:
+    body = await _body(request)
+    room = request.app[keys.ROOM]
+    session_id = request.match_info["session_id"]
+    await room.invite_specialist(
+        _staff(request), session_id, _field(body, "username") or None
+    )
+    return web.json_response({"status": await room.status(session_id)}, status=201)
+
+
+@require_role(StaffRole.HANDLER)
+async def cancel_specialist(request: web.Request) -> web.Response:
+    room = request.app[keys.ROOM]
+    session_id = request.match_info["session_id"]
+    await room.cancel_specialist(_staff(request), session_id)
+    return web.json_response({"status": await room.status(session_id)})
+
+
+@require_role(StaffRole.HANDLER, StaffRole.SUPERVISOR)
+async def available_specialists(request: web.Request) -> web.Response:
+    specialists = await request.app[keys.ROOM].available_specialists()
+    return web.json_response({"specialists": [
+        {"username": s.username, "name": s.display_name} for s in specialists
+    ]})
+
+
+@require_role(*ALL_STAFF)
+async def set_availability(request: web.Request) -> web.Response:
+    body = await _body(request)
+    available = body.get("available")
+    if not isinstance(available, bool):
+        return _error("bad_field", "available must be true or false.", 400)
+    await request.app[keys.ROOM].set_available(_staff(request), available)
+    return web.json_response({"available": available})
+
+
+@require_role(*ALL_STAFF)
+async def answer_invitation(request: web.Request) -> web.Response:
+    answer = request.match_info["answer"]
+    if answer not in ("accept", "decline"):
+        raise web.HTTPNotFound()
+    invitation = await request.app[keys.ROOM].answer_invitation(
+        _staff(request), request.match_info["invitation_id"], accept=answer == "accept"
+    )
+    return web.json_response({"invitation": invitation.id, "state": invitation.state.value,
+                              "session": invitation.session_id})
+
+
+@require_role(StaffRole.HANDLER, StaffRole.SUPERVISOR, StaffRole.ADMIN)
+async def outbox(request: web.Request) -> web.Response:
+    gateway = request.app[keys.SMS]
+    if not isinstance(gateway, ConsoleGateway):
+        return _error("not_console", "Texts go to real phones; there is no outbox.", 404)
+    return web.json_response({"messages": [
+        {"id": e.id, "to": e.to, "body": e.body, "reference": e.reference,
+         "created_at": e.created_at}
+        for e in gateway.entries()
+    ]})
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/me", me)
+    r.add_get("/api/sessions", list_sessions)
+    r.add_post("/api/sessions", create_session)
+    r.add_get("/api/sessions/{session_id}", get_session)
+    r.add_post("/api/sessions/{session_id}/link", resend_link)
+    r.add_post("/api/sessions/{session_id}/link/revoke", revoke_link)
+    r.add_post("/api/sessions/{session_id}/end", end_session)
+    r.add_post("/api/sessions/{session_id}/specialist", invite_specialist)
+    r.add_post("/api/sessions/{session_id}/specialist/cancel", cancel_specialist)
+    r.add_get("/api/specialists", available_specialists)
+    r.add_post("/api/me/availability", set_availability)
+    r.add_post("/api/invitations/{invitation_id}/{answer}", answer_invitation)
+    r.add_get("/api/outbox", outbox)

@@ -1,0 +1,155 @@
+"""`erv`: run the service and look after its accounts.
+
+    erv run [--demo]            serve HTTPS (dev certificate made if missing)
+    erv add-user NAME ROLE      add a staff account (password asked for, or ERV_NEW_PASSWORD)
+    erv set-password NAME       change a password
+    erv demo-accounts           create the demo handler, specialist, supervisor and auditor
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from server.accounts import AccountError, StaffAccounts, StaffRole
+from server.app import create_app
+from server.config import Config, ConfigError
+from server.db import Database
+from server.tls import ensure_dev_certificate, server_ssl_context
+
+log = logging.getLogger("erv")
+
+DEMO_ACCOUNTS = (
+    ("handler", "Demo Handler", StaffRole.HANDLER),
+    ("specialist", "Demo Specialist", StaffRole.SPECIALIST),
+    ("supervisor", "Demo Supervisor", StaffRole.SUPERVISOR),
+    ("auditor", "Demo Auditor", StaffRole.AUDITOR),
+)
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Logs the route pattern, never the path: paths can hold invite tokens."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        match_info = getattr(request, "match_info", None)
+        route = match_info.route.resource if match_info is not None else None
+        pattern = route.canonical if route is not None else "-"
+        self.logger.info("%s %s %d %.1fms", request.method, pattern, response.status,
+                         time * 1000)
+
+
+async def demo_accounts(config: Config) -> list[tuple[str, str]]:
+    """Create missing demo accounts; returns (username, password) for the new ones."""
+    db = Database(config.db_path)
+    await db.open()
+    try:
+        accounts = StaffAccounts(db)
+        created = []
+        for username, name, role in DEMO_ACCOUNTS:
+            if await accounts.exists(username):
+                continue
+            password = config.demo_password or secrets.token_urlsafe(12)
+            await accounts.add(username, name, role, password)
+            created.append((username, password))
+        return created
+    finally:
+        await db.close()
+
+
+async def _add_user(config: Config, username: str, name: str, role: str, password: str) -> None:
+    db = Database(config.db_path)
+    await db.open()
+    try:
+        await StaffAccounts(db).add(username, name, role, password)
+    finally:
+        await db.close()
+
+
+async def _set_password(config: Config, username: str, password: str) -> None:
+    db = Database(config.db_path)
+    await db.open()
+    try:
+        await StaffAccounts(db).set_password(username, password)
+    finally:
+        await db.close()
+
+
+def _ask_password() -> str:
+    from_env = os.environ.get("ERV_NEW_PASSWORD", "")
+    if from_env:
+        return from_env
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Again: "):
+        raise AccountError("The two passwords differ.")
+    return first
+
+
+def run(config: Config, demo: bool) -> None:
+    if demo:
+        for username, password in asyncio.run(demo_accounts(config)):
+            print(f"demo account  {username:<11} password: {password}", flush=True)
+    ssl_context = None
+    if config.tls:
+        if ensure_dev_certificate(config.tls_cert, config.tls_key):
+            log.warning("made a self-signed development certificate in %s", config.tls_cert)
+        ssl_context = server_ssl_context(config.tls_cert, config.tls_key)
+    print(f"serving {config.public_url}", flush=True)
+    web.run_app(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        ssl_context=ssl_context,
+        access_log_class=AccessLogger,
+        print=None,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="erv", description="Emergency video companion")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_cmd = commands.add_parser("run", help="serve the service")
+    run_cmd.add_argument("--demo", action="store_true", help="create demo accounts first")
+    add = commands.add_parser("add-user", help="add a staff account")
+    add.add_argument("username")
+    add.add_argument("role", choices=[r.value for r in StaffRole])
+    add.add_argument("--name", default="", help="display name")
+    setpw = commands.add_parser("set-password", help="change a staff password")
+    setpw.add_argument("username")
+    commands.add_parser("demo-accounts", help="create the demo staff accounts")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=os.environ.get("ERV_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        config = Config.from_env()
+        if args.command == "run":
+            run(config, args.demo)
+        elif args.command == "add-user":
+            asyncio.run(_add_user(config, args.username, args.name or args.username, args.role,
+                                  _ask_password()))
+            print(f"added {args.username} ({args.role})")
+        elif args.command == "set-password":
+            asyncio.run(_set_password(config, args.username, _ask_password()))
+            print(f"password changed for {args.username}")
+        elif args.command == "demo-accounts":
+            for username, password in asyncio.run(demo_accounts(config)):
+                print(f"demo account  {username:<11} password: {password}")
+    except (ConfigError, AccountError) as exc:
+        print(f"erv: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Service configuration, read once from the environment.
+
+Every setting has a safe default so `make run` works on a fresh machine. Secrets can be given
+directly (`ERV_X`) or as a path to a file holding them (`ERV_X_FILE`), so deployments can
+mount them instead of putting them in the process environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_SMS_TEMPLATE = "Here is the link you asked for: {link} It works for {minutes} minutes."
+
+
+class ConfigError(ValueError):
+    """A setting is present but unusable; the message names the variable."""
+
+
+def _get(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value if value else default
+
+
+def _secret(env: Mapping[str, str], name: str) -> str:
+    """A secret from `NAME` or from the file named by `NAME_FILE`."""
+    value = env.get(name, "").strip()
+    if value:
+        return value
+    path = env.get(f"{name}_FILE", "").strip()
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from exc
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    account_sid: str = ""
+    auth_token: str = ""
+    from_number: str = ""
+    messaging_service_sid: str = ""
+    base_url: str = "https://api.twilio.com"
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    api_key: str = ""
+    template_id: str = ""
+    base_url: str = "https://api.notifications.service.gov.uk"
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8443
+    public_url: str = "https://localhost:8443"
+    data_dir: Path = Path("var")
+    tls_cert: Path = Path("certs/dev-cert.pem")
+    tls_key: Path = Path("certs/dev-key.pem")
+    tls: bool = True
+    secure_cookies: bool = True
+
+    invite_ttl: int = 600
+    credential_ttl: int = 4 * 3600
+    resume_window: int = 60
+    heartbeat: int = 20
+    specialist_ring: int = 45
+    staff_session_ttl: int = 12 * 3600
+
+    login_max_failures: int = 5
+    login_lock_seconds: int = 900
+
+    sms_gateway: str = "console"
+    sms_template: str = DEFAULT_SMS_TEMPLATE
+    twilio: TwilioSettings = field(default_factory=TwilioSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+
+    stun_urls: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str = ""
+    turn_ttl: int = 600
+
+    demo_password: str = ""
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "erv.sqlite3"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        port = _int(env, "ERV_PORT", 8443, minimum=1)
+        tls = _bool(env, "ERV_TLS", True)
+        scheme = "https" if tls else "http"
+        config = cls(
+            host=_get(env, "ERV_HOST", "127.0.0.1"),
+            port=port,
+            public_url=_get(env, "ERV_PUBLIC_URL", f"{scheme}://localhost:{port}").rstrip("/"),
+            data_dir=Path(_get(env, "ERV_DATA_DIR", "var")),
+            tls_cert=Path(_get(env, "ERV_TLS_CERT", "certs/dev-cert.pem")),
+            tls_key=Path(_get(env, "ERV_TLS_KEY", "certs/dev-key.pem")),
+            tls=tls,
+            secure_cookies=_bool(env, "ERV_SECURE_COOKIES", True),
+            invite_ttl=_int(env, "ERV_INVITE_TTL", 600, minimum=30),
+            credential_ttl=_int(env, "ERV_CREDENTIAL_TTL", 4 * 3600, minimum=60),
+            resume_window=_int(env, "ERV_RESUME_WINDOW", 60, minimum=1),
+            heartbeat=_int(env, "ERV_HEARTBEAT", 20, minimum=1),
+            specialist_ring=_int(env, "ERV_SPECIALIST_RING", 45, minimum=1),
+            staff_session_ttl=_int(env, "ERV_STAFF_SESSION_TTL", 12 * 3600, minimum=60),
+            login_max_failures=_int(env, "ERV_LOGIN_MAX_FAILURES", 5, minimum=1),
+            login_lock_seconds=_int(env, "ERV_LOGIN_LOCK_SECONDS", 900, minimum=1),
+            sms_gateway=_get(env, "ERV_SMS_GATEWAY", "console"),
+            sms_template=_get(env, "ERV_SMS_TEMPLATE", DEFAULT_SMS_TEMPLATE),
+            twilio=TwilioSettings(
+                account_sid=_get(env, "ERV_TWILIO_ACCOUNT_SID", ""),
+                auth_token=_secret(env, "ERV_TWILIO_AUTH_TOKEN"),
+                from_number=_get(env, "ERV_TWILIO_FROM", ""),
+                messaging_service_sid=_get(env, "ERV_TWILIO_MESSAGING_SERVICE_SID", ""),
+                base_url=_get(env, "ERV_TWILIO_BASE_URL", "https://api.twilio.com").rstrip("/"),
+            ),
+            notify=NotifySettings(
+                api_key=_secret(env, "ERV_NOTIFY_API_KEY"),
+                template_id=_get(env, "ERV_NOTIFY_TEMPLATE_ID", ""),
+                base_url=_get(
+                    env, "ERV_NOTIFY_BASE_URL", "https://api.notifications.service.gov.uk"
+                ).rstrip("/"),
+            ),
+            stun_urls=_list(env, "ERV_STUN_URLS"),
+            turn_urls=_list(env, "ERV_TURN_URLS"),
+            turn_secret=_secret(env, "ERV_TURN_SECRET"),
+            turn_ttl=_int(env, "ERV_TURN_TTL", 600, minimum=60),
+            demo_password=_secret(env, "ERV_DEMO_PASSWORD"),
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.sms_gateway not in {"console", "twilio", "notify"}:
+            raise ConfigError(
+                f"ERV_SMS_GATEWAY must be console, twilio or notify, got {self.sms_gateway!r}"
+            )
+        if "{link}" not in self.sms_template:
+            raise ConfigError("ERV_SMS_TEMPLATE must contain {link}")
+        if self.sms_gateway == "twilio":
+            t = self.twilio
+            if not (t.account_sid and t.auth_token and (t.from_number or t.messaging_service_sid)):
+                raise ConfigError(
+                    "ERV_SMS_GATEWAY=twilio needs ERV_TWILIO_ACCOUNT_SID, ERV_TWILIO_AUTH_TOKEN "
+                    "and ERV_TWILIO_FROM or ERV_TWILIO_MESSAGING_SERVICE_SID"
+                )
+        if self.sms_gateway == "notify" and not (self.notify.api_key and self.notify.template_id):
+            raise ConfigError(
+                "ERV_SMS_GATEWAY=notify needs ERV_NOTIFY_API_KEY and ERV_NOTIFY_TEMPLATE_ID"
+            )
+        if self.turn_urls and not self.turn_secret:
+            raise ConfigError("ERV_TURN_URLS is set but ERV_TURN_SECRET is not")

@@ -1,0 +1,364 @@
+"""The control room: what staff and callers do to sessions, in one place.
+
+HTTP handlers and the signalling hooks both call this, so a session behaves the same whether
+it was ended from the console's button or over the socket. It keeps the Hub told: every
+change is pushed to the session's staff as a `status` message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from server.accounts import Staff, StaffAccounts, StaffRole
+from server.config import Config
+from server.invites import Credential, Invite, InviteBook, LinkProblem, LinkRefused
+from server.phone import normalise_mobile
+from server.sessions import IllegalTransition, SessionState, VideoSession, VideoSessions
+from server.sms import SmsError, SmsGateway, SmsMessage, render_sms
+from server.specialists import InvitationState, SpecialistInvitation, SpecialistInvitations
+from signaling.hub import Hub
+from signaling.participant import lobby_key
+from signaling.protocol import ErrorCode, ProtocolError, Role
+
+log = logging.getLogger("erv.control_room")
+
+STAFF_PARTICIPANTS = (Role.HANDLER, Role.SPECIALIST, Role.OBSERVER)
+
+
+class ControlRoomError(Exception):
+    """A refused staff action; `code` is stable, the message is safe to show staff."""
+
+    def __init__(self, code: str, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class ControlRoom:
+    def __init__(
+        self,
+        config: Config,
+        accounts: StaffAccounts,
+        sessions: VideoSessions,
+        invites: InviteBook,
+        invitations: SpecialistInvitations,
+        sms: SmsGateway,
+        hub: Hub,
+    ) -> None:
+        self.config = config
+        self.accounts = accounts
+        self.sessions = sessions
+        self.invites = invites
+        self.invitations = invitations
+        self.sms = sms
+        self.hub = hub
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- who may do what ---------------------------------------------------------------------
+
+    async def visible_to(self, staff: Staff, session: VideoSession) -> bool:
+        if staff.role in (StaffRole.SUPERVISOR, StaffRole.AUDITOR):
+            return True
+        if staff.role is StaffRole.HANDLER:
+            return session.handler_id == staff.id
+        if staff.role is StaffRole.SPECIALIST:
+            return await self.invitations.was_invited(session.id, staff.id)
+        return False
+
+    async def session_for(self, staff: Staff, session_id: str) -> VideoSession:
+        session = await self.sessions.get(session_id) if len(session_id) <= 64 else None
+        if session is None or not await self.visible_to(staff, session):
+            # Not found and not yours look the same: ids are not for guessing.
+            raise ControlRoomError("not_found", "No such session.", 404)
+        return session
+
+    async def own_session(self, handler: Staff, session_id: str) -> VideoSession:
+        session = await self.session_for(handler, session_id)
+        if handler.role is not StaffRole.HANDLER or session.handler_id != handler.id:
+            raise ControlRoomError("forbidden", "Only the session's handler can do this.", 403)
+        return session
+
+    async def participant_role(self, staff: Staff, session: VideoSession) -> Role:
+        if staff.role is StaffRole.HANDLER and session.handler_id == staff.id:
+            return Role.HANDLER
+        if staff.role is StaffRole.SPECIALIST and await self.invitations.has_accepted(
+            session.id, staff.id
+        ):
+            return Role.SPECIALIST
+        if staff.role is StaffRole.SUPERVISOR:
+            return Role.OBSERVER
+        raise ProtocolError(ErrorCode.FORBIDDEN, "you are not part of this session")
+
+    # -- sessions and links ------------------------------------------------------------------
+
+    async def create_session(
+        self, handler: Staff, incident_ref: str, phone: str, language: str = "en"
+    ) -> VideoSession:
+        if handler.role is not StaffRole.HANDLER:
+            raise ControlRoomError("forbidden", "Only call handlers create sessions.", 403)
+        number = normalise_mobile(phone)
+        session = await self.sessions.create(incident_ref, number, handler.id, language)
+        log.info("session %s created by staff %d", session.id, handler.id)
+        await self.send_link(handler, session.id)
+        fresh = await self.sessions.get(session.id)
+        assert fresh is not None
+        return fresh
+
+    async def send_link(self, handler: Staff, session_id: str) -> Invite:
+        """Text the caller a new link (revoking any earlier one)."""
+        session = await self.own_session(handler, session_id)
+        if session.ended:
+            raise ControlRoomError("ended", "This session has ended.")
+        invite, token = await self.invites.issue(session.id)
+        link = f"{self.config.public_url}/j/{token}"
+        body = render_sms(self.config.sms_template, link, max(1, self.config.invite_ttl // 60))
+        try:
+            receipt = await self.sms.send(SmsMessage(session.phone, body, invite.id))
+        except SmsError as exc:
+            log.warning("sms for invite %s failed: %s", invite.id, exc.code)
+            await self.invites.record_sms(invite.id, self.sms.name, None, "failed", exc.code)
+            await self.push_status(session.id)
+            raise ControlRoomError(
+                exc.code, "The text message could not be sent. Try again, or read the caller "
+                "the link another way.", 502,
+            ) from exc
+        await self.invites.record_sms(invite.id, receipt.gateway, receipt.message_id,
+                                      receipt.status)
+        if session.state is SessionState.CREATED:
+            await self.sessions.advance(session.id, SessionState.INVITED)
+        log.info("invite %s sent for session %s via %s", invite.id, session.id, receipt.gateway)
+        await self.push_status(session.id)
+        fresh = await self.invites.get(invite.id)
+        assert fresh is not None
+        return fresh
+
+    async def revoke_link(self, handler: Staff, session_id: str) -> None:
+        session = await self.own_session(handler, session_id)
+        await self.invites.revoke(session.id, "revoked")
+        log.info("invite revoked for session %s", session.id)
+        await self.push_status(session.id)
+
+    async def open_link(self, token: str) -> Invite:
+        """The GET of a link: record the opening, use nothing up."""
+        invite = await self.invites.look(token)
+        await self._reach_or_refuse(invite.session_id, SessionState.OPENED)
+        await self.push_status(invite.session_id)
+        return invite
+
+    async def redeem_link(self, token: str) -> Credential:
+        """The caller's tap: the link becomes a credential for this one session."""
+        # Refuse early if the session already ended, before using the link up.
+        invite = await self.invites.look(token)
+        session = await self.sessions.get(invite.session_id)
+        if session is None or session.ended:
+            raise LinkRefused(LinkProblem.ENDED)
+        _, credential = await self.invites.redeem(token)
+        await self._reach_or_refuse(credential.session_id, SessionState.OPENED)
+        log.info("invite %s redeemed", invite.id)
+        await self.push_status(credential.session_id)
+        return credential
+
+    async def _reach_or_refuse(self, session_id: str, state: SessionState) -> None:
+        try:
+            await self.sessions.reach(session_id, state)
+        except IllegalTransition as exc:
+            raise LinkRefused(LinkProblem.ENDED) from exc
+
+    async def sms_delivery(self, message_id: str, status: str) -> None:
+        invite = await self.invites.record_delivery(message_id, status)
+        if invite is not None:
+            log.info("invite %s sms status %s", invite.id, status)
+            await self.push_status(invite.session_id)
+
+    async def victim_joined(self, session_id: str) -> None:
+        await self.sessions.reach(session_id, SessionState.JOINED)
+        await self.push_status(session_id)
+
+    async def media_connected(self, session_id: str) -> None:
+        session = await self.sessions.get(session_id)
+        if session is not None and session.state is SessionState.JOINED:
+            await self.sessions.advance(session_id, SessionState.CONNECTED)
+            await self.push_status(session_id)
+
+    async def end_session(self, staff: Staff, session_id: str, reason: str = "ended") -> (
+        VideoSession
+    ):
+        session = await self.own_session(staff, session_id)
+        if session.ended:
+            return session
+        reason = reason if reason in END_REASONS else "ended"
+        try:
+            session = await self.sessions.advance(session.id, SessionState.ENDED, reason)
+        except IllegalTransition:
+            fresh = await self.sessions.get(session.id)
+            assert fresh is not None
+            return fresh
+        await self.invites.revoke(session.id, "ended")
+        for invitation in await self.invitations.cancel_session(session.id):
+            self._stop_timer(invitation.id)
+            self._tell_specialist(invitation, "cancelled")
+        count = self.hub.end_session(session.id, "session_ended")
+        log.info("session %s ended (%s) by staff %d; %d sockets closed", session.id, reason,
+                 staff.id, count)
+        return session
+
+    # -- specialists -------------------------------------------------------------------------
+
+    def is_online(self, staff_id: int) -> bool:
+        return bool(self.hub.sessions.get(lobby_key(staff_id)))
+
+    async def set_available(self, staff: Staff, available: bool) -> None:
+        if staff.role is not StaffRole.SPECIALIST:
+            raise ControlRoomError("forbidden", "Only specialists set availability.", 403)
+        await self.accounts.set_available(staff.id, available)
+        log.info("specialist %d is %savailable", staff.id, "" if available else "not ")
+
+    async def available_specialists(self) -> list[Staff]:
+        return [s for s in await self.accounts.available_specialists() if self.is_online(s.id)]
+
+    async def invite_specialist(
+        self, handler: Staff, session_id: str, username: str | None = None
+    ) -> SpecialistInvitation:
+        session = await self.own_session(handler, session_id)
+        if session.ended:
+            raise ControlRoomError("ended", "This session has ended.")
+        available = await self.available_specialists()
+        if username:
+            chosen = next((s for s in available if s.username == username.strip().lower()), None)
+            if chosen is None:
+                raise ControlRoomError(
+                    "specialist_unavailable", "That specialist is not available right now."
+                )
+        else:
+            tried = await self.invitations.tried(session.id)
+            chosen = next((s for s in available if s.id not in tried), None)
+            if chosen is None:
+                raise ControlRoomError(
+                    "no_specialist", "No specialist is available right now."
+                )
+        invitation = await self.invitations.ring(session.id, chosen.id, handler.id)
+        loop = asyncio.get_running_loop()
+        self._timers[invitation.id] = loop.call_later(
+            self.config.specialist_ring, self._spawn, self._time_out(invitation.id)
+        )
+        self._tell_specialist(invitation, "ringing", session)
+        log.info("specialist %d invited to session %s", chosen.id, session.id)
+        await self.push_status(session.id)
+        return invitation
+
+    async def cancel_specialist(self, handler: Staff, session_id: str) -> None:
+        session = await self.own_session(handler, session_id)
+        for invitation in await self.invitations.cancel_session(session.id):
+            self._stop_timer(invitation.id)
+            self._tell_specialist(invitation, "cancelled")
+        await self.push_status(session.id)
+
+    async def answer_invitation(
+        self, specialist: Staff, invitation_id: str, accept: bool
+    ) -> SpecialistInvitation:
+        if specialist.role is not StaffRole.SPECIALIST:
+            raise ControlRoomError("forbidden", "Only specialists answer invitations.", 403)
+        state = InvitationState.ACCEPTED if accept else InvitationState.DECLINED
+        invitation = await self.invitations.answer(invitation_id, specialist.id, state)
+        if invitation is None:
+            raise ControlRoomError(
+                "not_ringing", "This invitation is no longer open.", 409
+            )
+        self._stop_timer(invitation.id)
+        self._tell_specialist(invitation, state.value)
+        log.info("specialist %d %s invitation %s", specialist.id, state.value, invitation.id)
+        await self.push_status(invitation.session_id)
+        return invitation
+
+    async def _time_out(self, invitation_id: str) -> None:
+        self._timers.pop(invitation_id, None)
+        if await self.invitations.finish(invitation_id, InvitationState.TIMED_OUT):
+            invitation = await self.invitations.get(invitation_id)
+            assert invitation is not None
+            self._tell_specialist(invitation, "timed_out")
+            log.info("invitation %s timed out", invitation_id)
+            await self.push_status(invitation.session_id)
+
+    def _stop_timer(self, invitation_id: str) -> None:
+        timer = self._timers.pop(invitation_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _tell_specialist(
+        self, invitation: SpecialistInvitation, op: str, session: VideoSession | None = None
+    ) -> None:
+        message: dict[str, Any] = {
+            "type": "invitation", "op": op, "invitation": invitation.id,
+            "session": invitation.session_id, "since": invitation.created_at,
+            "expires_at": invitation.expires_at,
+        }
+        if session is not None:
+            message["incident_ref"] = session.incident_ref
+        self.hub.broadcast(lobby_key(invitation.specialist_id), message)
+
+    # -- status ------------------------------------------------------------------------------
+
+    async def status(self, session_id: str) -> dict[str, Any]:
+        session = await self.sessions.get(session_id)
+        if session is None:
+            return {}
+        invite = await self.invites.latest(session_id)
+        invitation = await self.invitations.latest(session_id)
+        specialist: dict[str, Any] | None = None
+        if invitation is not None:
+            person = await self.accounts.get(invitation.specialist_id)
+            specialist = {
+                "invitation": invitation.id,
+                "state": invitation.state.value,
+                "name": person.display_name if person else "",
+                "since": invitation.created_at,
+                "expires_at": invitation.expires_at,
+            }
+        return {
+            "session": {
+                "id": session.id,
+                "state": session.state.value,
+                "incident_ref": session.incident_ref,
+                "language": session.language,
+                "timeline": session.timeline(),
+                "end_reason": session.end_reason,
+            },
+            "invite": None if invite is None else {
+                "id": invite.id,
+                "state": invite.link_state(),
+                "sms_status": invite.sms_status,
+                "sms_error": invite.sms_error,
+                "expires_at": invite.expires_at,
+            },
+            "specialist": specialist,
+        }
+
+    async def push_status(self, session_id: str) -> None:
+        if not self.hub.sessions.get(session_id):
+            return
+        status = await self.status(session_id)
+        self.hub.broadcast(session_id, {"type": "status", **status}, roles=STAFF_PARTICIPANTS)
+
+    async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+END_REASONS = frozenset({"ended", "resolved", "caller_safe", "no_response", "other"})
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,86 @@
+"""Response headers every page gets, and calm error pages instead of stack traces."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from server import keys
+from server.auth import Handler
+from server.control_room import ControlRoomError
+from server.phone import PhoneNumberError
+from server.sessions import SessionInputError
+
+log = logging.getLogger("erv.http")
+
+CONTENT_SECURITY_POLICY = "; ".join((
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data: blob:",
+    "media-src 'self' blob:",
+    "connect-src 'self'",
+    "font-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+))
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: reaches error responses and redirects too."""
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault(
+        "Permissions-Policy", "camera=(self), microphone=(self), geolocation=(self)"
+    )
+    if request.app[keys.CONFIG].tls:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    if not request.path.startswith("/static/"):
+        # Nothing about a call may stay in a browser's or a proxy's cache.
+        headers["Cache-Control"] = "no-store"
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes a short, plain answer; details go to the log, not the client."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and request.path.startswith("/api/") and \
+                exc.content_type != "application/json":
+            return web.json_response(
+                {"error": HTTP_CODES.get(exc.status, "error"), "message": exc.text or exc.reason},
+                status=exc.status,
+            )
+        raise
+    except ControlRoomError as exc:
+        if request.path.startswith("/api/"):
+            return web.json_response({"error": exc.code, "message": exc.message},
+                                     status=exc.status)
+        return web.Response(status=exc.status, text=exc.message, content_type="text/plain")
+    except (PhoneNumberError, SessionInputError) as exc:
+        code = "bad_phone" if isinstance(exc, PhoneNumberError) else "bad_field"
+        if request.path.startswith("/api/"):
+            return web.json_response({"error": code, "message": str(exc)}, status=400)
+        return web.Response(status=400, text=str(exc), content_type="text/plain")
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.match_info.route.name
+                      or "route")
+        if request.path.startswith("/api/"):
+            return web.json_response(
+                {"error": "internal", "message": "Something went wrong. Try again."}, status=500
+            )
+        return web.Response(
+            status=500, text="Something went wrong. Please try again.", content_type="text/plain"
+        )
+
+
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 413: "too_large"}

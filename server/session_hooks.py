@@ -1,0 +1,185 @@
+"""The server's side of the signalling core: who a `hello` admits and what `control` does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from server.accounts import Staff, StaffRole
+from server.auth import current_staff, same_origin
+from server.config import Config
+from server.control_room import ControlRoom, ControlRoomError
+from server.ice import ice_servers
+from server.invites import LinkProblem, LinkRefused
+from signaling.participant import Admission, Participant, is_lobby, lobby_key
+from signaling.protocol import Control, ErrorCode, Hello, ProtocolError, Role
+
+LINK_ERRORS = {
+    LinkProblem.ENDED: (ErrorCode.SESSION_ENDED, "this call has finished"),
+    LinkProblem.EXPIRED: (ErrorCode.UNAUTHORIZED, "this credential has expired"),
+}
+
+
+class ControlRoomHooks:
+    def __init__(self, config: Config, room: ControlRoom) -> None:
+        self.config = config
+        self.room = room
+        # Participant ids of staff, to find the Staff behind a control message.
+        self._staff: dict[str, Staff] = {}
+
+    async def admit(self, request: web.Request, hello: Hello) -> Admission:
+        if hello.credential is not None:
+            return await self._admit_caller(hello)
+        if not same_origin(request, self.config):
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "connections from other sites are refused")
+        staff_session = current_staff(request)
+        if staff_session is None:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "sign in, or open your link again")
+        staff = staff_session.staff
+        if hello.session is None:
+            return Admission(lobby_key(staff.id), _lobby_role(staff), staff.username,
+                             staff.display_name, staff.id)
+        session = await self.room.sessions.get(hello.session)
+        if session is None or not await self.room.visible_to(staff, session):
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such session")
+        if session.ended:
+            raise ProtocolError(ErrorCode.SESSION_ENDED, "this session has ended")
+        role = await self.room.participant_role(staff, session)
+        return Admission(session.id, role, staff.username, staff.display_name, staff.id)
+
+    async def _admit_caller(self, hello: Hello) -> Admission:
+        assert hello.credential is not None
+        try:
+            credential = await self.room.invites.check_credential(hello.credential)
+        except LinkRefused as exc:
+            code, message = LINK_ERRORS.get(
+                exc.problem, (ErrorCode.UNAUTHORIZED, "this credential is not valid")
+            )
+            raise ProtocolError(code, message) from exc
+        if hello.session is not None and hello.session != credential.session_id:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "this credential is for another session")
+        session = await self.room.sessions.get(credential.session_id)
+        if session is None or session.ended:
+            raise ProtocolError(ErrorCode.SESSION_ENDED, "this call has finished")
+        return Admission(session.id, Role.VICTIM, "victim", "Caller")
+
+    async def welcome(self, participant: Participant) -> dict[str, Any]:
+        extra: dict[str, Any] = {
+            "ice_servers": ice_servers(
+                self.config.stun_urls, self.config.turn_urls, self.config.turn_secret,
+                participant.pid, self.config.turn_ttl,
+            ),
+            "resume_window": self.room.hub.resume_window,
+        }
+        if participant.admission.staff_id is not None:
+            staff = await self.room.accounts.get(participant.admission.staff_id)
+            if staff is None:
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, "this account is disabled")
+            self._staff[participant.pid] = staff
+        if participant.role.is_staff and not is_lobby(participant.session):
+            extra["status"] = await self.room.status(participant.session)
+        return extra
+
+    async def joined(self, participant: Participant, resumed: bool) -> None:
+        if is_lobby(participant.session):
+            staff = self._staff.get(participant.pid)
+            if staff is not None and staff.role is StaffRole.SPECIALIST and not resumed:
+                # A specialist who reconnects still hears invitations that ring for them.
+                for invitation in await self.room.invitations.ringing_for(staff.id):
+                    session = await self.room.sessions.get(invitation.session_id)
+                    participant.deliver({
+                        "type": "invitation", "op": "ringing", "invitation": invitation.id,
+                        "session": invitation.session_id, "since": invitation.created_at,
+                        "expires_at": invitation.expires_at,
+                        "incident_ref": session.incident_ref if session else "",
+                    })
+            return
+        if participant.role is Role.VICTIM and not resumed:
+            await self.room.victim_joined(participant.session)
+        else:
+            await self.room.push_status(participant.session)
+
+    async def left(self, participant: Participant, reason: str) -> None:
+        self._staff.pop(participant.pid, None)
+
+    async def control(self, participant: Participant, control: Control) -> None:
+        staff = self._staff.get(participant.pid)
+        op, args = control.op, control.args
+        try:
+            if op == "media":
+                await self._media(participant, args)
+            elif op in ("end", "invite_specialist", "cancel_specialist", "resend_link",
+                        "revoke_link"):
+                handler = self._require(staff, participant, Role.HANDLER, op)
+                await self._handler_op(handler, participant.session, op, args)
+            elif op in ("accept", "decline", "available"):
+                specialist = self._require_specialist(staff, op)
+                await self._specialist_op(specialist, op, args)
+            else:
+                raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown control op {op[:32]!r}")
+        except ControlRoomError as exc:
+            code = {"not_found": ErrorCode.NOT_FOUND, "forbidden": ErrorCode.FORBIDDEN}.get(
+                exc.code, ErrorCode.CONFLICT
+            )
+            raise ProtocolError(code, exc.message) from exc
+
+    @staticmethod
+    def _require(staff: Staff | None, participant: Participant, role: Role, op: str) -> Staff:
+        if staff is None or participant.role is not role or is_lobby(participant.session):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"only the handler in the session can {op}")
+        return staff
+
+    @staticmethod
+    def _require_specialist(staff: Staff | None, op: str) -> Staff:
+        if staff is None or staff.role is not StaffRole.SPECIALIST:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"only a specialist can {op}")
+        return staff
+
+    async def _handler_op(self, handler: Staff, session_id: str, op: str,
+                          args: dict[str, Any]) -> None:
+        if op == "end":
+            reason = args.get("reason", "ended")
+            await self.room.end_session(handler, session_id, reason if isinstance(reason, str)
+                                        else "ended")
+        elif op == "invite_specialist":
+            username = args.get("username")
+            if username is not None and not isinstance(username, str):
+                raise ProtocolError(ErrorCode.BAD_FIELD, "username: must be a string")
+            await self.room.invite_specialist(handler, session_id, username)
+        elif op == "cancel_specialist":
+            await self.room.cancel_specialist(handler, session_id)
+        elif op == "resend_link":
+            await self.room.send_link(handler, session_id)
+        elif op == "revoke_link":
+            await self.room.revoke_link(handler, session_id)
+
+    async def _specialist_op(self, specialist: Staff, op: str, args: dict[str, Any]) -> None:
+        if op == "available":
+            value = args.get("value")
+            if not isinstance(value, bool):
+                raise ProtocolError(ErrorCode.BAD_FIELD, "value: must be true or false")
+            await self.room.set_available(specialist, value)
+            return
+        invitation = args.get("invitation")
+        if not isinstance(invitation, str) or len(invitation) > 64:
+            raise ProtocolError(ErrorCode.BAD_FIELD, "invitation: must be an invitation id")
+        await self.room.answer_invitation(specialist, invitation, accept=op == "accept")
+
+    async def _media(self, participant: Participant, args: dict[str, Any]) -> None:
+        state = args.get("state")
+        if state not in ("connected", "disconnected", "failed"):
+            raise ProtocolError(ErrorCode.BAD_FIELD, "state: connected, disconnected or failed")
+        peer = args.get("peer")
+        target = self.room.hub.participants.get(peer) if isinstance(peer, str) else None
+        if target is None or target.session != participant.session:
+            raise ProtocolError(ErrorCode.UNKNOWN_PEER, "no such peer in your session")
+        if state == "connected" and Role.VICTIM in (participant.role, target.role) \
+                and Role.HANDLER in (participant.role, target.role):
+            await self.room.media_connected(participant.session)
+
+
+def _lobby_role(staff: Staff) -> Role:
+    return Role.SPECIALIST if staff.role is StaffRole.SPECIALIST else (
+        Role.HANDLER if staff.role is StaffRole.HANDLER else Role.OBSERVER
+    )

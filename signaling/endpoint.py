@@ -1,0 +1,264 @@
+"""The WebSocket endpoint (`/ws`): reads frames, enforces the rules, hands work to the Hub.
+
+What a participant may do depends on its role and is checked here for every frame; who a
+participant is (and control operations that touch sessions) is decided by the server through
+`SessionHooks`, so this package never needs to know about HTTP pages, SMS or SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from typing import Any, Protocol
+
+from aiohttp import WSMsgType, web
+
+from signaling.hub import Hub
+from signaling.participant import Admission, Connection, Participant, is_lobby
+from signaling.protocol import (
+    PROTOCOL_VERSION,
+    Advice,
+    Chat,
+    ClientMessage,
+    Control,
+    ErrorCode,
+    Hello,
+    Location,
+    Ping,
+    ProtocolError,
+    Role,
+    Signal,
+    encode,
+    error_frame,
+    parse,
+)
+
+log = logging.getLogger("erv.signaling")
+
+HELLO_TIMEOUT = 10.0
+MAX_STRIKES = 10  # protocol errors within STRIKE_WINDOW before the socket is closed (1008)
+STRIKE_WINDOW = 60.0
+RATE_PER_SECOND = 20.0
+RATE_BURST = 60.0
+# aiohttp drops frames over this by itself (1009); ours (64 KiB) is checked on each frame so a
+# client gets an `error` it can act on rather than a dead socket.
+TRANSPORT_MAX_BYTES = 256 * 1024
+STAFF_ROLES = (Role.HANDLER, Role.SPECIALIST, Role.OBSERVER)
+
+
+class SessionHooks(Protocol):
+    """What the server decides for the signalling core."""
+
+    async def admit(self, request: web.Request, hello: Hello) -> Admission:
+        """Authenticate a hello; raise ProtocolError to refuse it."""
+
+    async def welcome(self, participant: Participant) -> dict[str, Any]:
+        """Extra welcome fields (ice_servers, status) for this participant."""
+
+    async def joined(self, participant: Participant, resumed: bool) -> None:
+        """After the welcome was queued."""
+
+    async def control(self, participant: Participant, control: Control) -> None:
+        """Carry out a control operation; raise ProtocolError to refuse it."""
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class SignalingEndpoint:
+    def __init__(self, hub: Hub, hooks: SessionHooks, heartbeat: float = 20.0) -> None:
+        self.hub = hub
+        self.hooks = hooks
+        self.heartbeat = heartbeat
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(
+            heartbeat=self.heartbeat, max_msg_size=TRANSPORT_MAX_BYTES, compress=False
+        )
+        await ws.prepare(request)
+        connection = Connection(ws)
+        session = _SocketSession(self, request, connection)
+        try:
+            await session.run(ws)
+        finally:
+            if session.participant is not None:
+                self.hub.detach(session.participant, connection)
+            if not connection.closing:
+                connection.close(1000, "closed")
+            await asyncio.wait_for(connection.wait_closed(), timeout=5)
+        return ws
+
+
+class _SocketSession:
+    """The life of one socket: hello, then frames until it closes."""
+
+    def __init__(
+        self, endpoint: SignalingEndpoint, request: web.Request, connection: Connection
+    ) -> None:
+        self.endpoint = endpoint
+        self.hub = endpoint.hub
+        self.hooks = endpoint.hooks
+        self.request = request
+        self.connection = connection
+        self.participant: Participant | None = None
+        self.bucket = TokenBucket(RATE_PER_SECOND, RATE_BURST)
+        self.strikes: deque[float] = deque()
+
+    async def run(self, ws: web.WebSocketResponse) -> None:
+        while not self.connection.closing:
+            timeout = HELLO_TIMEOUT if self.participant is None else None
+            try:
+                msg = await ws.receive(timeout=timeout)
+            except TimeoutError:
+                self.send_error(ErrorCode.HELLO_FIRST, "no hello received in time")
+                self.connection.close(1008, "hello_timeout")
+                return
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                            WSMsgType.ERROR):
+                return
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            await self.on_frame(msg.data)
+
+    def send_error(self, code: ErrorCode, message: str) -> None:
+        self.connection.send(encode(error_frame(code, message)))
+
+    async def on_frame(self, data: str | bytes) -> None:
+        try:
+            if not self.bucket.take():
+                raise ProtocolError(ErrorCode.RATE_LIMITED, "slow down")
+            message = parse(data)
+            await self.dispatch(message)
+        except ProtocolError as exc:
+            self.strike(exc)
+        except Exception:
+            # Nothing a client sends may take the server down; log without its content.
+            log.exception("unexpected error handling a frame")
+            self.send_error(ErrorCode.UNAVAILABLE, "the server could not handle that")
+
+    def strike(self, exc: ProtocolError) -> None:
+        self.send_error(exc.code, exc.message)
+        now = time.monotonic()
+        self.strikes.append(now)
+        while self.strikes and self.strikes[0] < now - STRIKE_WINDOW:
+            self.strikes.popleft()
+        if len(self.strikes) >= MAX_STRIKES:
+            log.warning(
+                "closing socket after %d protocol errors (last %s, participant %s)",
+                len(self.strikes), exc.code.value,
+                self.participant.pid if self.participant else "-",
+            )
+            self.connection.close(1008, "policy_violation")
+
+    async def dispatch(self, message: ClientMessage) -> None:
+        participant = self.participant
+        if isinstance(message, Ping):
+            self.connection.send('{"type":"pong"}')
+            return
+        if isinstance(message, Hello):
+            if participant is not None:
+                raise ProtocolError(ErrorCode.ALREADY_JOINED, "this socket has already joined")
+            await self.hello(message)
+            return
+        if participant is None:
+            raise ProtocolError(ErrorCode.HELLO_FIRST, "send hello first")
+        if isinstance(message, Signal):
+            body: dict[str, Any] = {"type": "signal", "from": participant.pid}
+            if message.description is not None:
+                body["description"] = message.description
+            else:
+                body["candidate"] = message.candidate
+            self.hub.route(participant, message.to, body)
+        elif isinstance(message, Chat):
+            self.require_session(participant)
+            chat: dict[str, Any] = {
+                "type": "chat", "id": secrets.token_hex(6), "from": participant.pid,
+                "role": participant.role.value, "name": participant.admission.display_name,
+                "ts": time.time(),
+            }
+            chat.update({"text": message.text} if message.text is not None
+                        else {"canned": message.canned})
+            self.hub.broadcast(participant.session, chat)
+        elif isinstance(message, Advice):
+            self.require_session(participant)
+            if not participant.role.is_staff:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "advice is for staff only")
+            self.hub.broadcast(
+                participant.session,
+                {"type": "advice", "id": secrets.token_hex(6), "from": participant.pid,
+                 "role": participant.role.value, "name": participant.admission.display_name,
+                 "text": message.text, "ts": time.time()},
+                roles=STAFF_ROLES,
+            )
+        elif isinstance(message, Location):
+            self.require_session(participant)
+            if participant.role is not Role.VICTIM:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "only the caller shares a location")
+            self.hub.broadcast(
+                participant.session,
+                {"type": "location", "from": participant.pid, "lat": message.lat,
+                 "lon": message.lon, "accuracy": message.accuracy, "ts": message.ts},
+                roles=STAFF_ROLES,
+            )
+        elif isinstance(message, Control):
+            if message.op == "leave":
+                self.hub.leave(participant, "left")
+                self.participant = None
+                return
+            await self.hooks.control(participant, message)
+
+    @staticmethod
+    def require_session(participant: Participant) -> None:
+        if is_lobby(participant.session):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "join a session first")
+
+    async def hello(self, hello: Hello) -> None:
+        resumed = hello.resume is not None
+        admission = None if hello.resume else await self.hooks.admit(self.request, hello)
+        # Messages for the participant wait behind the welcome and the replayed frames.
+        self.connection.hold()
+        try:
+            if hello.resume is not None:
+                participant, missed = self.hub.resume(
+                    hello.resume.pid, hello.resume.secret, hello.resume.last_seq,
+                    self.connection,
+                )
+            else:
+                assert admission is not None
+                participant, missed = self.hub.admit(admission, self.connection), []
+            self.participant = participant
+            extra = await self.hooks.welcome(participant)
+        except BaseException:
+            self.connection.release([])
+            raise
+        welcome = encode({
+            "type": "welcome",
+            "v": PROTOCOL_VERSION,
+            "pid": participant.pid,
+            "role": participant.role.value,
+            "session": None if is_lobby(participant.session) else participant.session,
+            "resume_secret": participant.resume_secret,
+            "resumed": resumed,
+            "peers": [p.describe() for p in self.hub.peers_of(participant)]
+            if not is_lobby(participant.session) else [],
+            **extra,
+        })
+        self.connection.release([welcome, *missed])
+        await self.hooks.joined(participant, resumed)

@@ -1,0 +1,195 @@
+"""The Hub: who is in which session, and getting messages to them.
+
+Single-node and in-process. A participant whose socket drops stays in its session as "away"
+for the resume window, so peers keep their media (it is peer to peer) and the participant can
+pick up where it left off; after the window it leaves for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from signaling.participant import Admission, Connection, Participant, is_lobby
+from signaling.protocol import ErrorCode, ProtocolError, Role
+
+log = logging.getLogger("erv.signaling")
+
+LeftListener = Callable[[Participant, str], Coroutine[Any, Any, None]]
+
+
+class Hub:
+    def __init__(self, resume_window: float = 60.0) -> None:
+        self.resume_window = resume_window
+        self.sessions: dict[str, dict[str, Participant]] = {}
+        self.participants: dict[str, Participant] = {}
+        self.ended: set[str] = set()
+        self.on_left: LeftListener | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- membership -------------------------------------------------------------------------
+
+    def admit(self, admission: Admission, connection: Connection) -> Participant:
+        """A fresh participant. One identity holds one place per session: a second tab or a
+        new device replaces the first, whose socket is told why and closed."""
+        if admission.session in self.ended:
+            raise ProtocolError(ErrorCode.SESSION_ENDED, "this session has ended")
+        members = self.sessions.setdefault(admission.session, {})
+        for old in list(members.values()):
+            if old.admission.identity == admission.identity and not is_lobby(admission.session):
+                self._remove(old, "replaced")
+        participant = Participant(admission, joined_at=time.time())
+        participant.connection = connection
+        members[participant.pid] = participant
+        self.participants[participant.pid] = participant
+        if not is_lobby(admission.session):
+            self.broadcast(
+                admission.session,
+                {"type": "peer", "op": "joined", **participant.describe()},
+                exclude=participant,
+            )
+        log.info("participant %s joined as %s", participant.pid, participant.role.value)
+        return participant
+
+    def resume(self, pid: str, secret: str, last_seq: int, connection: Connection) -> tuple[
+        Participant, list[str]
+    ]:
+        """Re-attach a participant to a new socket; returns it and the frames it missed."""
+        participant = self.participants.get(pid)
+        if participant is None or not participant.secret_matches(secret):
+            raise ProtocolError(
+                ErrorCode.RESUME_FAILED, "nothing to resume; join again with your credential"
+            )
+        missed = participant.missed_since(last_seq)
+        if missed is None:
+            raise ProtocolError(
+                ErrorCode.RESUME_FAILED, "too much was missed; join again with your credential"
+            )
+        if participant.expiry is not None:
+            participant.expiry.cancel()
+            participant.expiry = None
+        was_away = participant.connection is None
+        if participant.connection is not None:
+            participant.connection.close(4000, "resumed_elsewhere")
+        participant.connection = connection
+        participant.away_since = None
+        if was_away and not is_lobby(participant.session):
+            self.broadcast(
+                participant.session,
+                {"type": "peer", "op": "updated", **participant.describe()},
+                exclude=participant,
+            )
+        log.info("participant %s resumed after seq %d", pid, last_seq)
+        return participant, missed
+
+    def detach(self, participant: Participant, connection: Connection) -> None:
+        """The socket went away; keep the place for the resume window."""
+        if participant.connection is not connection or participant.pid not in self.participants:
+            return
+        participant.connection = None
+        participant.away_since = time.time()
+        loop = asyncio.get_running_loop()
+        participant.expiry = loop.call_later(
+            self.resume_window, self._expire, participant.pid
+        )
+        if not is_lobby(participant.session):
+            self.broadcast(
+                participant.session,
+                {"type": "peer", "op": "updated", **participant.describe()},
+                exclude=participant,
+            )
+
+    def _expire(self, pid: str) -> None:
+        participant = self.participants.get(pid)
+        if participant is not None and participant.connection is None:
+            self._remove(participant, "timeout")
+
+    def leave(self, participant: Participant, reason: str) -> None:
+        """The participant said goodbye (or was removed): it leaves now, no resume."""
+        if participant.pid in self.participants:
+            self._remove(participant, reason)
+
+    def _remove(self, participant: Participant, reason: str) -> None:
+        self.participants.pop(participant.pid, None)
+        members = self.sessions.get(participant.session, {})
+        members.pop(participant.pid, None)
+        if not members:
+            self.sessions.pop(participant.session, None)
+        if participant.expiry is not None:
+            participant.expiry.cancel()
+        if participant.connection is not None:
+            participant.send_unsequenced({"type": "bye", "reason": reason})
+            participant.connection.close(1000, reason)
+            participant.connection = None
+        if not is_lobby(participant.session):
+            self.broadcast(
+                participant.session,
+                {"type": "peer", "op": "left", "pid": participant.pid,
+                 "role": participant.role.value, "reason": reason},
+            )
+        log.info("participant %s left (%s)", participant.pid, reason)
+        if self.on_left is not None:
+            task = asyncio.get_running_loop().create_task(self.on_left(participant, reason))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def end_session(self, session: str, reason: str) -> int:
+        """Everyone leaves with a `bye`; nobody can join again. Returns how many were in."""
+        self.ended.add(session)
+        members = list(self.sessions.get(session, {}).values())
+        for participant in members:
+            self._remove(participant, reason)
+        return len(members)
+
+    def kick_identity(self, session: str, identity: str, reason: str) -> None:
+        for participant in list(self.sessions.get(session, {}).values()):
+            if participant.admission.identity == identity:
+                self._remove(participant, reason)
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    def members(self, session: str) -> Iterable[Participant]:
+        return list(self.sessions.get(session, {}).values())
+
+    def peers_of(self, participant: Participant) -> list[Participant]:
+        return [p for p in self.members(participant.session) if p is not participant]
+
+    def broadcast(
+        self,
+        session: str,
+        message: dict[str, Any],
+        *,
+        roles: Iterable[Role] | None = None,
+        exclude: Participant | None = None,
+    ) -> int:
+        allowed = set(roles) if roles is not None else None
+        count = 0
+        for participant in self.members(session):
+            if participant is exclude:
+                continue
+            if allowed is not None and participant.role not in allowed:
+                continue
+            participant.deliver(message)
+            count += 1
+        return count
+
+    def route(self, sender: Participant, to: str, message: dict[str, Any]) -> None:
+        """Deliver to one peer of the sender's own session, or refuse."""
+        target = self.participants.get(to)
+        if target is None or target is sender or target.session != sender.session \
+                or is_lobby(sender.session):
+            raise ProtocolError(ErrorCode.UNKNOWN_PEER, "no such peer in your session")
+        target.deliver(message)
+
+    async def close(self) -> None:
+        for participant in list(self.participants.values()):
+            if participant.expiry is not None:
+                participant.expiry.cancel()
+            if participant.connection is not None:
+                participant.send_unsequenced({"type": "bye", "reason": "server_shutdown"})
+                participant.connection.close(1001, "server_shutdown")
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,183 @@
+"""A participant: one person's place in a session, which outlives any one socket.
+
+Every message the server sends a participant gets the next `seq` and is kept in a bounded
+resume buffer, so a client whose socket drops can come back within the resume window, say the
+last seq it saw, and get exactly what it missed, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from signaling.protocol import Role, encode
+
+log = logging.getLogger("erv.signaling")
+
+RESUME_BUFFER_MESSAGES = 512
+SEND_QUEUE_LIMIT = 1024
+
+
+class Socket(Protocol):
+    """What a participant needs of a WebSocket (aiohttp's WebSocketResponse fits)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def send_str(self, data: str, compress: int | None = None) -> None: ...
+
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Who a `hello` let in, as decided by the server's authenticator."""
+
+    session: str  # a session id, or lobby_key(staff_id) for a staff member's own channel
+    role: Role
+    identity: str  # staff username, or "victim"
+    display_name: str
+    staff_id: int | None = None
+
+
+def lobby_key(staff_id: int) -> str:
+    return f"lobby:{staff_id}"
+
+
+def is_lobby(session: str) -> bool:
+    return session.startswith("lobby:")
+
+
+class Connection:
+    """One live socket and the task that writes to it, so a slow reader never blocks others."""
+
+    def __init__(self, socket: Socket) -> None:
+        self.socket = socket
+        self._queue: asyncio.Queue[tuple[str, int, bytes] | str] = asyncio.Queue()
+        self._writer = asyncio.get_running_loop().create_task(self._write())
+        self.closing = False
+        self._held: list[str] | None = None
+
+    def hold(self) -> None:
+        """Queue session messages aside until `release`, so the welcome goes out first."""
+        if self._held is None:
+            self._held = []
+
+    def release(self, first: list[str]) -> None:
+        """Send `first` (the welcome, replayed frames), then whatever arrived meanwhile."""
+        held, self._held = self._held or [], None
+        for text in (*first, *held):
+            self.send(text)
+
+    def send(self, text: str) -> None:
+        if self.closing:
+            return
+        if self._held is not None:
+            self._held.append(text)
+            return
+        if self._queue.qsize() >= SEND_QUEUE_LIMIT:
+            # The client is not reading; drop the socket, it can resume from the buffer.
+            log.warning("closing a socket that stopped reading")
+            self.close(1013, "slow_consumer")
+            return
+        self._queue.put_nowait(text)
+
+    def close(self, code: int, reason: str) -> None:
+        """Send what is queued, then close with `code` and `reason`."""
+        if self.closing:
+            return
+        self.closing = True
+        self._queue.put_nowait(("close", code, reason.encode()[:120]))
+
+    async def _write(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                if isinstance(item, tuple):
+                    _, code, reason = item
+                    await self.socket.close(code=code, message=reason)
+                    return
+                if self.socket.closed:
+                    return
+                await self.socket.send_str(item)
+            except (ConnectionError, RuntimeError, asyncio.CancelledError):
+                return
+
+    async def wait_closed(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+
+    def cancel(self) -> None:
+        self._writer.cancel()
+
+
+@dataclass(eq=False)
+class Participant:
+    admission: Admission
+    pid: str = field(default_factory=lambda: secrets.token_hex(8))
+    resume_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    seq: int = 0
+    buffer: deque[tuple[int, str]] = field(
+        default_factory=lambda: deque(maxlen=RESUME_BUFFER_MESSAGES)
+    )
+    connection: Connection | None = None
+    away_since: float | None = None
+    expiry: asyncio.TimerHandle | None = None
+    joined_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._secret_hash = hashlib.sha256(self.resume_secret.encode()).digest()
+
+    @property
+    def session(self) -> str:
+        return self.admission.session
+
+    @property
+    def role(self) -> Role:
+        return self.admission.role
+
+    @property
+    def present(self) -> bool:
+        return self.connection is not None
+
+    def secret_matches(self, secret: str) -> bool:
+        return hmac.compare_digest(self._secret_hash, hashlib.sha256(secret.encode()).digest())
+
+    def deliver(self, message: dict[str, Any]) -> int:
+        """Number, buffer and (if connected) send one session message."""
+        self.seq += 1
+        text = encode({**message, "seq": self.seq})
+        self.buffer.append((self.seq, text))
+        if self.connection is not None:
+            self.connection.send(text)
+        return self.seq
+
+    def send_unsequenced(self, message: dict[str, Any]) -> None:
+        if self.connection is not None:
+            self.connection.send(encode(message))
+
+    def missed_since(self, last_seq: int) -> list[str] | None:
+        """The buffered frames after `last_seq`, or None if some were already dropped."""
+        if last_seq > self.seq:
+            return None
+        if last_seq == self.seq:
+            return []
+        if not self.buffer or self.buffer[0][0] > last_seq + 1:
+            return None
+        return [text for seq, text in self.buffer if seq > last_seq]
+
+    def describe(self) -> dict[str, Any]:
+        """How peers see this participant."""
+        return {
+            "pid": self.pid,
+            "role": self.role.value,
+            "name": self.admission.display_name,
+            "state": "present" if self.present else "away",
+        }
