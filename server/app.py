@@ -73,6 +73,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         sms,
         hub,
     )
+    await room.invitations.expire_stale()
     hooks = ControlRoomHooks(config, room)
     hub.on_left = hooks.left
     endpoint = SignalingEndpoint(hub, hooks, heartbeat=config.heartbeat)

@@ -244,7 +244,7 @@ class ControlRoom:
         invitation = await self.invitations.ring(session.id, chosen.id, handler.id)
         loop = asyncio.get_running_loop()
         self._timers[invitation.id] = loop.call_later(
-            self.config.specialist_ring, self._spawn, self._time_out(invitation.id)
+            self.config.specialist_ring, self._spawn_time_out, invitation.id
         )
         self._tell_specialist(invitation, "ringing", session)
         log.info("specialist %d invited to session %s", chosen.id, session.id)
@@ -289,8 +289,9 @@ class ControlRoom:
         if timer is not None:
             timer.cancel()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn_time_out(self, invitation_id: str) -> None:
+        # The coroutine is made only when the timer fires, so a cancelled timer leaves none.
+        task = asyncio.get_running_loop().create_task(self._time_out(invitation_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

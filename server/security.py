@@ -32,6 +32,7 @@ CONTENT_SECURITY_POLICY = "; ".join((
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: reaches error responses and redirects too."""
     headers = response.headers
+    headers["Server"] = "erv"
     headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "no-referrer")

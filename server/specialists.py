@@ -145,6 +145,14 @@ class SpecialistInvitations:
         )
         return changed == 1
 
+    async def expire_stale(self, now: float | None = None) -> int:
+        """Mark invitations whose ring time passed (e.g. across a restart) timed out."""
+        return await self.db.execute(
+            "UPDATE specialist_invitations SET state = 'timed_out', answered_at = expires_at"
+            " WHERE state = 'ringing' AND expires_at <= ?",
+            (time.time() if now is None else now,),
+        )
+
     async def cancel_session(self, session_id: str) -> list[SpecialistInvitation]:
         rows = await self.db.fetchall(
             "SELECT * FROM specialist_invitations WHERE session_id = ? AND state = 'ringing'",

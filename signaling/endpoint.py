@@ -102,7 +102,10 @@ class SignalingEndpoint:
                 self.hub.detach(session.participant, connection)
             if not connection.closing:
                 connection.close(1000, "closed")
-            await asyncio.wait_for(connection.wait_closed(), timeout=5)
+            try:
+                await asyncio.wait_for(connection.wait_closed(), timeout=5)
+            except TimeoutError:
+                connection.cancel()
         return ws
 
 

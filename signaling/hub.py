@@ -37,13 +37,21 @@ class Hub:
         new device replaces the first, whose socket is told why and closed."""
         if admission.session in self.ended:
             raise ProtocolError(ErrorCode.SESSION_ENDED, "this session has ended")
-        members = self.sessions.setdefault(admission.session, {})
-        for old in list(members.values()):
-            if old.admission.identity == admission.identity and not is_lobby(admission.session):
-                self._remove(old, "replaced")
+        members = self.sessions.get(admission.session, {})
+        if not is_lobby(admission.session):
+            # The mesh is small on purpose: one caller, one handler, one specialist, one
+            # observer. The same person coming in again replaces their old place.
+            for old in list(members.values()):
+                if old.role is admission.role and old.admission.identity != admission.identity:
+                    raise ProtocolError(
+                        ErrorCode.CONFLICT, f"this call already has a {admission.role.value}"
+                    )
+            for old in list(members.values()):
+                if old.admission.identity == admission.identity:
+                    self._remove(old, "replaced")
         participant = Participant(admission, joined_at=time.time())
         participant.connection = connection
-        members[participant.pid] = participant
+        self.sessions.setdefault(admission.session, {})[participant.pid] = participant
         self.participants[participant.pid] = participant
         if not is_lobby(admission.session):
             self.broadcast(

@@ -153,7 +153,10 @@ def _number(obj: dict[str, Any], key: str, low: float, high: float) -> float:
     value = obj.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _bad(key, "must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer too big for a float
+        number = math.inf
     if not math.isfinite(number) or not low <= number <= high:
         raise _bad(key, f"must be between {low} and {high}")
     return number
