@@ -100,7 +100,9 @@ def failure_delay(failures: int) -> float:
     """The pause after the n-th failure in a row: 0.25 s, 0.5 s, 1 s ... up to 8 s."""
     if failures <= 0:
         return 0.0
-    return float(min(MAX_DELAY, 0.25 * 2 ** (failures - 1)))
+    # Cap the exponent first: 2 ** n for a large n is too big a float (ERV_LOGIN_MAX_FAILURES
+    # has no upper bound).
+    return float(min(MAX_DELAY, 0.25 * 2 ** min(failures - 1, 16)))
 
 
 class StaffAccounts:
@@ -188,9 +190,13 @@ class StaffAccounts:
             return SignInResult(Staff.from_row(row), 0.0)
 
         def record_failure(conn: sqlite3.Connection) -> tuple[int, bool]:
-            failures = conn.execute(
-                "SELECT failed_logins FROM staff WHERE id = ?", (row["id"],)
-            ).fetchone()[0] + 1
+            current = conn.execute(
+                "SELECT failed_logins, locked_until FROM staff WHERE id = ?", (row["id"],)
+            ).fetchone()
+            if current["locked_until"] > now:
+                # A parallel try locked the account after `row` was read: keep the lock.
+                return self.max_failures, True
+            failures = current["failed_logins"] + 1
             lock = failures >= self.max_failures
             conn.execute(
                 "UPDATE staff SET failed_logins = ?, locked_until = ? WHERE id = ?",

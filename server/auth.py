@@ -97,7 +97,12 @@ def set_session_cookie(response: web.StreamResponse, config: Config, token: str)
 
 
 def clear_session_cookie(response: web.StreamResponse, config: Config) -> None:
-    response.del_cookie(cookie_name(config), path="/")
+    # Same attributes as when set: browsers drop a __Host- cookie (even an expiring one) that
+    # lacks Secure, which would leave the old cookie in place.
+    response.del_cookie(
+        cookie_name(config), path="/", secure=config.secure_cookies, httponly=True,
+        samesite="Strict",
+    )
 
 
 def same_origin(request: web.Request, config: Config) -> bool:

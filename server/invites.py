@@ -212,7 +212,10 @@ class InviteBook:
         return redeemed, Credential(secret, redeemed.session_id, "victim", expires)
 
     async def revoke(self, session_id: str, reason: str) -> int:
-        """Revoke the live link(s) and every credential of the session."""
+        """Revoke the live, unused link(s); when the session ended, its credentials too.
+
+        A handler revoking a link stops it being redeemed; a caller already in the call
+        stays in it (the handler ends the session to stop that)."""
         now = time.time()
 
         def run(conn: sqlite3.Connection) -> int:

@@ -12,7 +12,10 @@ class PhoneNumberError(ValueError):
 
 
 def normalise_mobile(raw: str, region: str = DEFAULT_REGION) -> str:
-    """Return the number in E.164 (+447700900123) or raise PhoneNumberError."""
+    """Return the number in E.164 (+447911123456) or raise PhoneNumberError.
+
+    Foreign mobiles written with their + prefix are accepted: visitors call 999 too.
+    """
     text = raw.strip()
     if not text or len(text) > 32:
         raise PhoneNumberError("Enter the caller's mobile number.")

@@ -125,9 +125,21 @@ class _SocketSession:
         self.strikes: deque[float] = deque()
 
     async def run(self, ws: web.WebSocketResponse) -> None:
+        loop = asyncio.get_running_loop()
+        # The hello limit runs from when the socket had no participant, not from its last
+        # frame: otherwise pings (or failed hellos) would keep a socket open without joining.
+        deadline: float | None = None
         while not self.connection.closing:
-            timeout = HELLO_TIMEOUT if self.participant is None else None
+            timeout: float | None = None
+            if self.participant is None:
+                if deadline is None:
+                    deadline = loop.time() + HELLO_TIMEOUT
+                timeout = deadline - loop.time()
+            else:
+                deadline = None
             try:
+                if timeout is not None and timeout <= 0:
+                    raise TimeoutError
                 msg = await ws.receive(timeout=timeout)
             except TimeoutError:
                 self.send_error(ErrorCode.HELLO_FIRST, "no hello received in time")
