@@ -210,7 +210,8 @@ class ControlRoom:
     # -- specialists -------------------------------------------------------------------------
 
     def is_online(self, staff_id: int) -> bool:
-        return bool(self.hub.sessions.get(lobby_key(staff_id)))
+        """Has a desk socket connected now (one that dropped, even if resumable, rings no one)."""
+        return any(p.present for p in self.hub.members(lobby_key(staff_id)))
 
     async def set_available(self, staff: Staff, available: bool) -> None:
         if staff.role is not StaffRole.SPECIALIST:
@@ -241,6 +242,10 @@ class ControlRoom:
                 raise ControlRoomError(
                     "no_specialist", "No specialist is available right now."
                 )
+        # Only one invitation rings per session: stop the earlier one, and tell its specialist.
+        for earlier in await self.invitations.cancel_session(session.id):
+            self._stop_timer(earlier.id)
+            self._tell_specialist(earlier, "cancelled")
         invitation = await self.invitations.ring(session.id, chosen.id, handler.id)
         loop = asyncio.get_running_loop()
         self._timers[invitation.id] = loop.call_later(

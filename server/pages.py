@@ -85,7 +85,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             "csrf_token": session.csrf_token,
         })
     else:
-        response = web.HTTPSeeOther(HOME_BY_ROLE[result.staff.role])
+        response = see_other(HOME_BY_ROLE[result.staff.role])
     set_session_cookie(response, request.app[keys.CONFIG], token)
     return response
 
@@ -95,7 +95,11 @@ async def logout(request: web.Request) -> web.StreamResponse:
     token = request.cookies.get(cookie_name(config), "")
     if token:
         await request.app[keys.STAFF_SESSIONS].end(token)
-    response = web.HTTPSeeOther("/login")
+    session = current_staff(request)
+    if session is not None:
+        # Signing out closes this person's live sockets too; they cannot resume.
+        request.app[keys.HUB].kick_staff(session.staff.id, "signed_out")
+    response = see_other("/login")
     clear_session_cookie(response, config)
     return response
 
@@ -208,6 +212,11 @@ async def outbox(request: web.Request) -> web.StreamResponse:
     gateway = request.app[keys.SMS]
     entries = gateway.entries() if isinstance(gateway, ConsoleGateway) else None
     return aiohttp_jinja2.render_template("outbox.html", request, {"entries": entries})
+
+
+def see_other(location: str) -> web.Response:
+    """A 303 that can carry cookies (raising HTTPSeeOther cannot be returned)."""
+    return web.Response(status=303, headers={"Location": location})
 
 
 def _staff(request: web.Request) -> Any:

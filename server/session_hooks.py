@@ -21,6 +21,13 @@ LINK_ERRORS = {
 }
 
 
+CONTROL_ROOM_CODES = {
+    "not_found": ErrorCode.NOT_FOUND,
+    "forbidden": ErrorCode.FORBIDDEN,
+    "sms_unavailable": ErrorCode.UNAVAILABLE,
+}
+
+
 class ControlRoomHooks:
     def __init__(self, config: Config, room: ControlRoom) -> None:
         self.config = config
@@ -64,7 +71,7 @@ class ControlRoomHooks:
             raise ProtocolError(ErrorCode.SESSION_ENDED, "this call has finished")
         return Admission(session.id, Role.VICTIM, "victim", "Caller")
 
-    async def welcome(self, participant: Participant) -> dict[str, Any]:
+    async def welcome(self, request: web.Request, participant: Participant) -> dict[str, Any]:
         extra: dict[str, Any] = {
             "ice_servers": ice_servers(
                 self.config.stun_urls, self.config.turn_urls, self.config.turn_secret,
@@ -73,9 +80,12 @@ class ControlRoomHooks:
             "resume_window": self.room.hub.resume_window,
         }
         if participant.admission.staff_id is not None:
+            # Checked on every welcome, resumes included: a resume secret alone must not
+            # outlive the staff member's sign-in.
+            signed_in = current_staff(request)
             staff = await self.room.accounts.get(participant.admission.staff_id)
-            if staff is None:
-                raise ProtocolError(ErrorCode.UNAUTHORIZED, "this account is disabled")
+            if staff is None or signed_in is None or signed_in.staff.id != staff.id:
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, "sign in again to rejoin")
             self._staff[participant.pid] = staff
         if participant.role.is_staff and not is_lobby(participant.session):
             extra["status"] = await self.room.status(participant.session)
@@ -119,10 +129,8 @@ class ControlRoomHooks:
             else:
                 raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown control op {op[:32]!r}")
         except ControlRoomError as exc:
-            code = {"not_found": ErrorCode.NOT_FOUND, "forbidden": ErrorCode.FORBIDDEN}.get(
-                exc.code, ErrorCode.CONFLICT
-            )
-            raise ProtocolError(code, exc.message) from exc
+            code = CONTROL_ROOM_CODES.get(exc.code, ErrorCode.CONFLICT)
+            raise ProtocolError(code, exc.message, detail=exc.code) from exc
 
     @staticmethod
     def _require(staff: Staff | None, participant: Participant, role: Role, op: str) -> Staff:

@@ -47,6 +47,14 @@ RATE_BURST = 60.0
 # client gets an `error` it can act on rather than a dead socket.
 TRANSPORT_MAX_BYTES = 256 * 1024
 STAFF_ROLES = (Role.HANDLER, Role.SPECIALIST, Role.OBSERVER)
+# Errors that only a broken or hostile client causes. Refusals an honest client can meet
+# (a peer that just left, no specialist free, a session that ended) never count as strikes.
+ABUSE_CODES = frozenset({
+    ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME, ErrorCode.TOO_LARGE, ErrorCode.UNKNOWN_TYPE,
+    ErrorCode.UNKNOWN_OP, ErrorCode.BAD_FIELD, ErrorCode.BAD_VERSION, ErrorCode.HELLO_FIRST,
+    ErrorCode.ALREADY_JOINED, ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED,
+    ErrorCode.RESUME_FAILED,
+})
 
 
 class SessionHooks(Protocol):
@@ -55,8 +63,9 @@ class SessionHooks(Protocol):
     async def admit(self, request: web.Request, hello: Hello) -> Admission:
         """Authenticate a hello; raise ProtocolError to refuse it."""
 
-    async def welcome(self, participant: Participant) -> dict[str, Any]:
-        """Extra welcome fields (ice_servers, status) for this participant."""
+    async def welcome(self, request: web.Request, participant: Participant) -> dict[str, Any]:
+        """Extra welcome fields (ice_servers, status); raise ProtocolError to refuse a
+        participant (a resumed staff member who has since signed out, say)."""
 
     async def joined(self, participant: Participant, resumed: bool) -> None:
         """After the welcome was queued."""
@@ -152,8 +161,9 @@ class _SocketSession:
                 continue
             await self.on_frame(msg.data)
 
-    def send_error(self, code: ErrorCode, message: str) -> None:
-        self.connection.send(encode(error_frame(code, message)))
+    def send_error(self, code: ErrorCode, message: str, detail: str | None = None) -> None:
+        extra = {"detail": detail} if detail else {}
+        self.connection.send(encode(error_frame(code, message, **extra)))
 
     async def on_frame(self, data: str | bytes) -> None:
         try:
@@ -169,7 +179,9 @@ class _SocketSession:
             self.send_error(ErrorCode.UNAVAILABLE, "the server could not handle that")
 
     def strike(self, exc: ProtocolError) -> None:
-        self.send_error(exc.code, exc.message)
+        self.send_error(exc.code, exc.message, exc.detail)
+        if exc.code not in ABUSE_CODES:
+            return
         now = time.monotonic()
         self.strikes.append(now)
         while self.strikes and self.strikes[0] < now - STRIKE_WINDOW:
@@ -246,23 +258,36 @@ class _SocketSession:
 
     async def hello(self, hello: Hello) -> None:
         resumed = hello.resume is not None
-        admission = None if hello.resume else await self.hooks.admit(self.request, hello)
-        # Messages for the participant wait behind the welcome and the replayed frames.
-        self.connection.hold()
-        try:
-            if hello.resume is not None:
+        if hello.resume is not None:
+            resume = hello.resume
+            # Vetted before it is attached, so a refused resume leaves the old socket alone.
+            extra = await self.hooks.welcome(
+                self.request, self.hub.resumable(resume.pid, resume.secret)
+            )
+            # Messages for the participant wait behind the welcome and the replayed frames.
+            self.connection.hold()
+            try:
                 participant, missed = self.hub.resume(
-                    hello.resume.pid, hello.resume.secret, hello.resume.last_seq,
-                    self.connection,
+                    resume.pid, resume.secret, resume.last_seq, self.connection
                 )
-            else:
-                assert admission is not None
-                participant, missed = self.hub.admit(admission, self.connection), []
+            except BaseException:
+                self.connection.release([])
+                raise
             self.participant = participant
-            extra = await self.hooks.welcome(participant)
-        except BaseException:
-            self.connection.release([])
-            raise
+        else:
+            admission = await self.hooks.admit(self.request, hello)
+            self.connection.hold()
+            participant, missed = self.hub.admit(admission, self.connection), []
+            try:
+                extra = await self.hooks.welcome(self.request, participant)
+            except BaseException:
+                # Refused after all: it leaves the session; this socket stays open for the
+                # error and another hello.
+                participant.connection = None
+                self.hub.leave(participant, "refused")
+                self.connection.release([])
+                raise
+            self.participant = participant
         welcome = encode({
             "type": "welcome",
             "v": PROTOCOL_VERSION,

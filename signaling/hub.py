@@ -62,15 +62,20 @@ class Hub:
         log.info("participant %s joined as %s", participant.pid, participant.role.value)
         return participant
 
-    def resume(self, pid: str, secret: str, last_seq: int, connection: Connection) -> tuple[
-        Participant, list[str]
-    ]:
-        """Re-attach a participant to a new socket; returns it and the frames it missed."""
+    def resumable(self, pid: str, secret: str) -> Participant:
+        """The participant a resume names, if the secret is right; changes nothing."""
         participant = self.participants.get(pid)
         if participant is None or not participant.secret_matches(secret):
             raise ProtocolError(
                 ErrorCode.RESUME_FAILED, "nothing to resume; join again with your credential"
             )
+        return participant
+
+    def resume(self, pid: str, secret: str, last_seq: int, connection: Connection) -> tuple[
+        Participant, list[str]
+    ]:
+        """Re-attach a participant to a new socket; returns it and the frames it missed."""
+        participant = self.resumable(pid, secret)
         missed = participant.missed_since(last_seq)
         if missed is None:
             raise ProtocolError(
@@ -152,10 +157,12 @@ class Hub:
             self._remove(participant, reason)
         return len(members)
 
-    def kick_identity(self, session: str, identity: str, reason: str) -> None:
-        for participant in list(self.sessions.get(session, {}).values()):
-            if participant.admission.identity == identity:
-                self._remove(participant, reason)
+    def kick_staff(self, staff_id: int, reason: str) -> int:
+        """Remove every participant of one staff member (signed out, disabled)."""
+        gone = [p for p in self.participants.values() if p.admission.staff_id == staff_id]
+        for participant in gone:
+            self._remove(participant, reason)
+        return len(gone)
 
     # -- delivery ---------------------------------------------------------------------------
 

@@ -58,10 +58,11 @@ class ErrorCode(StrEnum):
 
 
 class ProtocolError(Exception):
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, detail: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.detail = detail  # a finer stable code from the server, e.g. "no_specialist"
 
 
 # Quick replies travel as ids so every reader sees them in their own language.

@@ -81,16 +81,15 @@ class LiveServer:
 
 async def start_server(tmp_path: Path, **overrides: Any) -> LiveServer:
     port = free_port()
-    config = replace(
-        Config(),
-        host="127.0.0.1",
-        port=port,
-        public_url=f"http://127.0.0.1:{port}",
-        data_dir=tmp_path / "data",
-        tls=False,
-        secure_cookies=False,
-        **overrides,
-    )
+    settings: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "public_url": f"http://127.0.0.1:{port}",
+        "data_dir": tmp_path / "data",
+        "tls": False,
+        "secure_cookies": False,
+    }
+    config = replace(Config(), **{**settings, **overrides})
     app = create_app(config)
     runner = web.AppRunner(app)
     await runner.setup()
