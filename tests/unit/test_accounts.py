@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -22,16 +20,9 @@ from server.accounts import (
     validate_password,
 )
 from server.db import Database
-from tests.support.unit_db import temporary_database
 
 PASSWORD = "correct horse battery"
 NOW = 1_700_000_000.0
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    async with temporary_database(tmp_path) as database:
-        yield database
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +15,10 @@ import pytest
 from server.db import Database
 from server.invites import VICTIM_MESSAGES, InviteBook, LinkProblem, LinkRefused
 from server.sessions import VideoSessions
-from tests.support.unit_db import database_bytes, insert_staff, temporary_database
+from tests.support.unit_db import database_bytes, insert_staff
 
 TTL = 600
 CREDENTIAL_TTL = 3600
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    async with temporary_database(tmp_path) as database:
-        yield database
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +16,7 @@ from server.sessions import (
     VideoSessions,
     validate_incident_ref,
 )
-from tests.support.unit_db import insert_staff, temporary_database
+from tests.support.unit_db import insert_staff
 
 S = SessionState
 PHONE = "+447911123456"
@@ -31,12 +29,6 @@ STAMP = {
     S.CONNECTED: "connected_at",
     S.ENDED: "ended_at",
 }
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    async with temporary_database(tmp_path) as database:
-        yield database
 
 
 @pytest.fixture
