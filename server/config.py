@@ -115,6 +115,11 @@ class Config:
 
     demo_password: str = ""
 
+    # What the caller's page shows and where its quick exit goes: neutral by default.
+    caller_title: str = "Video link"
+    quick_exit_url: str = "https://www.bbc.co.uk/weather"
+    map_url_template: str = "https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=17/{lat}/{lon}"
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "erv.sqlite3"
@@ -163,6 +168,12 @@ class Config:
             turn_secret=_secret(env, "ERV_TURN_SECRET"),
             turn_ttl=_int(env, "ERV_TURN_TTL", 600, minimum=60),
             demo_password=_secret(env, "ERV_DEMO_PASSWORD"),
+            caller_title=_get(env, "ERV_CALLER_TITLE", "Video link"),
+            quick_exit_url=_get(env, "ERV_QUICK_EXIT_URL", "https://www.bbc.co.uk/weather"),
+            map_url_template=_get(
+                env, "ERV_MAP_URL_TEMPLATE",
+                "https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=17/{lat}/{lon}",
+            ),
         )
         config.validate()
         return config
@@ -185,5 +196,7 @@ class Config:
             raise ConfigError(
                 "ERV_SMS_GATEWAY=notify needs ERV_NOTIFY_API_KEY and ERV_NOTIFY_TEMPLATE_ID"
             )
+        if not self.quick_exit_url.startswith(("https://", "http://")):
+            raise ConfigError("ERV_QUICK_EXIT_URL must be an http(s) address")
         if self.turn_urls and not self.turn_secret:
             raise ConfigError("ERV_TURN_URLS is set but ERV_TURN_SECRET is not")
