@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: run test lint bench clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +21,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+# The browser tests need Debian's Chromium (Playwright cannot download browsers here).
+system-deps:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; \
+		else \
+			echo "Chromium is missing: run 'sudo apt-get install chromium'" >&2; exit 1; \
+		fi; \
+	fi
+
+test: $(STAMP) system-deps lint
 	$(BIN)/pytest -q
 
 clean:
