@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import time
 from pathlib import Path
 
-from playwright.async_api import Browser, BrowserContext
+from playwright.async_api import Browser, BrowserContext, Page
 
 CHROMIUM = os.environ.get("ERV_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -43,9 +45,120 @@ DESKTOP = {
 async def new_context(browser: Browser, base_url: str, phone: bool = False) -> BrowserContext:
     settings = PHONE if phone else DESKTOP
     context = await browser.new_context(base_url=base_url, **settings)  # type: ignore[arg-type]
+    await context.add_init_script(INSTRUMENT)
     return context
 
 
 def artifact(name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS / name
+
+
+# Recorded in every page before its own scripts run: the test reaches peer connections and
+# media tracks the way DevTools would, without the app exposing anything.
+INSTRUMENT = """
+(() => {
+  window.__pcs = [];
+  const Native = window.RTCPeerConnection;
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Native(...args);
+    window.__pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+  const stop = MediaStreamTrack.prototype.stop;
+  MediaStreamTrack.prototype.stop = function () {
+    if (window.__trackStopped) window.__trackStopped(this.kind);
+    return stop.call(this);
+  };
+})();
+"""
+
+FRAMES_DECODED = """
+async () => {
+  let frames = 0;
+  for (const pc of window.__pcs) {
+    if (pc.connectionState === "closed") continue;
+    const stats = await pc.getStats();
+    stats.forEach((r) => {
+      if (r.type === "inbound-rtp" && r.kind === "video") frames += r.framesDecoded || 0;
+    });
+  }
+  return frames;
+}
+"""
+
+
+async def sign_in(context: BrowserContext, username: str, password: str) -> Page:
+    page = await context.new_page()
+    await page.goto("/login")
+    await page.fill("input[name=username]", username)
+    await page.fill("input[name=password]", password)
+    await page.click("button[type=submit]")
+    await page.wait_for_load_state()
+    return page
+
+
+async def create_session(page: Page, ref: str, phone: str, language: str = "en") -> str:
+    """Fill the handler's form; returns the session page's URL."""
+    await page.goto("/console")
+    await page.get_by_test_id("incident-ref").fill(ref)
+    await page.get_by_test_id("phone").fill(phone)
+    await page.get_by_test_id("language").select_option(language)
+    await page.get_by_test_id("create-session").click()
+    await page.wait_for_url("**/console/sessions/*")
+    return page.url
+
+
+async def link_from_outbox(page: Page) -> str:
+    """The newest link the console gateway 'sent', read off the outbox page like a person."""
+    outbox = await page.context.new_page()
+    await outbox.goto("/outbox")
+    text = await outbox.locator(".outbox li").first.inner_text()
+    await outbox.close()
+    match = re.search(r"https?://\S+/j/[A-Za-z0-9_\-]+", text)
+    assert match, text
+    return match.group(0)
+
+
+async def join_as_caller(page: Page, link: str, language: str = "en",
+                         camera: bool = True, microphone: bool = True,
+                         location: bool = True) -> None:
+    await page.goto(link)
+    await page.get_by_test_id(f"lang-{language}").click()
+    for kind, wanted in (("camera", camera), ("microphone", microphone), ("location", location)):
+        box = page.get_by_test_id(f"consent-{kind}")
+        if await box.is_checked() != wanted:
+            await box.click()
+    await page.get_by_test_id("join").click()
+    await expect_state(page, "connected")
+
+
+async def expect_state(page: Page, state: str, timeout: float = 15_000) -> None:
+    await page.wait_for_selector(
+        f"[data-testid=connection-state][data-state={state}]", timeout=timeout
+    )
+
+
+async def frames_rising(page: Page, timeout: float = 20.0) -> tuple[int, int]:
+    """Two getStats() reads a second apart with more frames decoded in the second."""
+    deadline = time.monotonic() + timeout
+    while True:
+        first = int(await page.evaluate(FRAMES_DECODED))
+        await page.wait_for_timeout(1000)
+        second = int(await page.evaluate(FRAMES_DECODED))
+        if first > 0 and second > first:
+            return first, second
+        assert time.monotonic() < deadline, f"frames decoded not rising: {first} -> {second}"
+
+
+async def video_width(page: Page) -> int:
+    return int(await page.get_by_test_id("remote-video").evaluate("v => v.videoWidth"))
+
+
+async def wait_video(page: Page, timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while (width := await video_width(page)) == 0:
+        assert time.monotonic() < deadline, "remote video never played"
+        await page.wait_for_timeout(200)
+    return width

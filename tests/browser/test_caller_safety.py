@@ -1,0 +1,136 @@
+"""The caller's page in Chromium: quick exit leaves no trace, the call recovers by itself
+after the socket is cut, the page is light, and its headers are strict."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+from playwright.async_api import Browser, Page, Request, Route
+
+from server import keys
+from server.accounts import StaffRole
+from signaling.protocol import Role
+from tests.support.browser import (
+    create_session,
+    expect_state,
+    frames_rising,
+    join_as_caller,
+    link_from_outbox,
+    new_context,
+    sign_in,
+)
+from tests.support.live import PASSWORD, LiveServer, start_server
+
+NEUTRAL = "https://weather.example/"
+
+
+async def neutral_site(route: Route) -> None:
+    await route.fulfill(status=200, content_type="text/html",
+                        body="<!doctype html><title>Weather</title><p>Sunny</p>")
+
+
+async def handler_with_call(live: LiveServer, browser: Browser) -> tuple[Page, str]:
+    await live.add_staff("hannah", StaffRole.HANDLER)
+    handler = await sign_in(await new_context(browser, live.url), "hannah", PASSWORD)
+    await create_session(handler, "CAD-9", "07911 123456")
+    return handler, await link_from_outbox(handler)
+
+
+async def test_quick_exit_leaves_no_way_back(tmp_path: Path, browser: Browser) -> None:
+    live = await start_server(tmp_path, quick_exit_url=NEUTRAL)
+    try:
+        _, link = await handler_with_call(live, browser)
+        context = await new_context(browser, live.url, phone=True)
+        await context.route("https://weather.example/**", neutral_site)
+        stopped: list[str] = []
+        await context.expose_function("__trackStopped", stopped.append)
+        caller = await context.new_page()
+        await caller.goto(f"{live.url}/healthz")  # something before the link in history
+        await join_as_caller(caller, link, location=False)
+        assert await caller.evaluate("sessionStorage.length") > 0
+
+        for _ in range(3):
+            await caller.keyboard.press("Shift")
+        await caller.wait_for_url(NEUTRAL)
+        assert sorted(stopped) == ["audio", "video"]
+
+        await caller.go_back()
+        assert "/j/" not in caller.url
+        await caller.goto(f"{live.url}/healthz")
+        assert await caller.evaluate("sessionStorage.length") == 0
+        assert await caller.evaluate("localStorage.length") == 0
+        assert await context.cookies() == []
+        await context.close()
+    finally:
+        await live.stop()
+
+
+async def test_quick_exit_button_works_before_joining(tmp_path: Path, browser: Browser) -> None:
+    live = await start_server(tmp_path, quick_exit_url=NEUTRAL)
+    try:
+        _, link = await handler_with_call(live, browser)
+        context = await new_context(browser, live.url, phone=True)
+        await context.route("https://weather.example/**", neutral_site)
+        caller = await context.new_page()
+        await caller.goto(link)
+        await caller.get_by_test_id("quick-exit").click()
+        await caller.wait_for_url(NEUTRAL)
+        await context.close()
+    finally:
+        await live.stop()
+
+
+async def test_call_recovers_after_the_socket_is_cut(live: LiveServer, browser: Browser) -> None:
+    handler, link = await handler_with_call(live, browser)
+    context = await new_context(browser, live.url, phone=True)
+    caller = await context.new_page()
+    await join_as_caller(caller, link)
+    await frames_rising(handler)
+
+    # Cut the caller's socket from the server side, as a dropped mobile network would.
+    hub = live.app[keys.HUB]
+    victim = next(p for p in hub.participants.values() if p.role is Role.VICTIM)
+    assert victim.connection is not None
+    await victim.connection.socket.close(code=1011, message=b"cut")
+    await expect_state(caller, "reconnecting", timeout=5_000)
+    await expect_state(caller, "connected")
+    assert victim.connection is not None  # the same participant resumed
+
+    # Then the phone goes offline for a moment and comes back.
+    await context.set_offline(True)
+    await caller.wait_for_timeout(1500)
+    await context.set_offline(False)
+    await expect_state(caller, "connected")
+
+    await frames_rising(handler)
+    await caller.get_by_test_id("canned-safe_now").click()
+    await handler.locator("[data-testid=chat-message][data-canned=safe_now]").wait_for()
+    await context.close()
+
+
+async def test_caller_page_is_light_and_strict(live: LiveServer, browser: Browser) -> None:
+    _, link = await handler_with_call(live, browser)
+    context = await new_context(browser, live.url, phone=True)
+    page = await context.new_page()
+    requests: list[Request] = []
+    page.on("requestfinished", requests.append)
+    response = await page.goto(link)
+    assert response is not None
+    await page.get_by_test_id("join").wait_for()
+    headers = response.headers
+    assert headers["cache-control"] == "no-store"
+    assert headers["referrer-policy"] == "no-referrer"
+    assert "'unsafe-inline'" not in headers["content-security-policy"]
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "set-cookie" not in headers
+
+    raw = compressed = 0
+    for request in requests:
+        assert request.url.startswith(live.url), f"loaded from elsewhere: {request.url}"
+        body = await (await request.response()).body()  # type: ignore[union-attr]
+        raw += len(body)
+        compressed += len(gzip.compress(body, 9))
+    print(f"\ncaller page: {len(requests)} files, {raw} bytes, {compressed} bytes gzipped")
+    assert compressed < 60 * 1024
+    await context.close()
