@@ -182,7 +182,10 @@ class ControlRoom:
     async def media_connected(self, session_id: str) -> None:
         session = await self.sessions.get(session_id)
         if session is not None and session.state is SessionState.JOINED:
-            await self.sessions.advance(session_id, SessionState.CONNECTED)
+            try:
+                await self.sessions.advance(session_id, SessionState.CONNECTED)
+            except IllegalTransition:
+                return  # both ends reported it at once; the other report won
             await self.push_status(session_id)
 
     async def end_session(self, staff: Staff, session_id: str, reason: str = "ended") -> (
