@@ -44,7 +44,7 @@ async def test_quick_exit_leaves_no_way_back(tmp_path: Path, browser: Browser) -
         context = await new_context(browser, live.url, phone=True)
         await context.route("https://weather.example/**", neutral_site)
         stopped: list[str] = []
-        await context.expose_function("__trackStopped", stopped.append)
+        await context.expose_function("__trackStopped", lambda kind: stopped.append(kind))
         caller = await context.new_page()
         await caller.goto(f"{live.url}/healthz")  # something before the link in history
         await join_as_caller(caller, link, location=False)
@@ -114,7 +114,7 @@ async def test_caller_page_is_light_and_strict(live: LiveServer, browser: Browse
     context = await new_context(browser, live.url, phone=True)
     page = await context.new_page()
     requests: list[Request] = []
-    page.on("requestfinished", requests.append)
+    page.on("requestfinished", lambda request: requests.append(request))
     response = await page.goto(link)
     assert response is not None
     await page.get_by_test_id("join").wait_for()

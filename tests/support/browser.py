@@ -42,9 +42,13 @@ DESKTOP = {
 }
 
 
-async def new_context(browser: Browser, base_url: str, phone: bool = False) -> BrowserContext:
+async def new_context(browser: Browser, base_url: str, phone: bool = False,
+                      bypass_csp: bool = False) -> BrowserContext:
+    """bypass_csp only for injecting test tools (axe); the app's own pages never need it."""
     settings = PHONE if phone else DESKTOP
-    context = await browser.new_context(base_url=base_url, **settings)  # type: ignore[arg-type]
+    context = await browser.new_context(  # type: ignore[arg-type]
+        base_url=base_url, bypass_csp=bypass_csp, **settings
+    )
     await context.add_init_script(INSTRUMENT)
     return context
 
