@@ -96,13 +96,14 @@ def _wants_json(request: web.Request) -> bool:
     return "application/json" in request.headers.get("Accept", "")
 
 
-def _refusal(request: web.Request, exc: LinkRefused) -> web.StreamResponse:
+def _refusal(request: web.Request, exc: LinkRefused, fallback: str = "en") -> web.StreamResponse:
+    """`fallback`: the language the no-script form posted, used when the URL names none."""
     status = STATUS_BY_PROBLEM[exc.problem]
     if _wants_json(request):
         return web.json_response(
             {"error": exc.problem.value, "message": exc.victim_message}, status=status
         )
-    lang = _language(request)
+    lang = _language(request, fallback)
     context = _page(request, lang, "message", problem=exc.problem.value)
     key = f"victim.link.{exc.problem.value}"
     # English keeps the server's own wording; other languages take the catalogue's.
@@ -139,7 +140,7 @@ async def redeem_link(request: web.Request) -> web.StreamResponse:
     try:
         credential = await request.app[keys.ROOM].redeem_link(token)
     except LinkRefused as exc:
-        return _refusal(request, exc)
+        return _refusal(request, exc, str(form.get("lang", "")))
     body = {
         "credential": credential.token,
         "session": credential.session_id,
