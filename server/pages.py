@@ -14,7 +14,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from server import keys
-from server.accounts import StaffRole
+from server.accounts import Staff, StaffRole
 from server.auth import (
     CSRF_FIELD,
     clear_session_cookie,
@@ -23,9 +23,9 @@ from server.auth import (
     require_role,
     set_session_cookie,
 )
-from server.control_room import ControlRoomError
+from server.control_room import ControlRoom, ControlRoomError
 from server.phone import PhoneNumberError, masked
-from server.sessions import SessionInputError
+from server.sessions import SessionInputError, VideoSession
 from server.sms import ConsoleGateway
 
 log = logging.getLogger("erv.http")
@@ -39,6 +39,16 @@ HOME_BY_ROLE = {
 }
 
 
+# Staff read the consoles in English; the caller's language is per session (en / cy).
+STAFF_LANGUAGE = "en"
+LANGUAGE_NAMES = {"en": "English", "cy": "Cymraeg (Welsh)"}
+CANNED_IDS = ("cant_talk", "they_are_here", "yes", "no", "safe_now", "send_help")
+END_REASONS = (
+    ("ended", "Ended"), ("resolved", "Resolved"), ("caller_safe", "Caller is safe"),
+    ("no_response", "No response from the caller"), ("other", "Other"),
+)
+
+
 async def template_context(request: web.Request) -> dict[str, Any]:
     session = current_staff(request)
     return {
@@ -47,7 +57,31 @@ async def template_context(request: web.Request) -> dict[str, Any]:
         "csrf_field": CSRF_FIELD,
         "masked": masked,
         "now": time.time(),
+        "staff_language": STAFF_LANGUAGE,
+        "language_names": LANGUAGE_NAMES,
     }
+
+
+def link_state(status: dict[str, Any]) -> str:
+    """What the console shows first as the link's state (the page's script keeps it live):
+    the session's own progress once the caller has joined, else the newest link's state."""
+    session_state = status.get("session", {}).get("state", "created")
+    if session_state in ("joined", "connected", "ended"):
+        return str(session_state)
+    invite = status.get("invite")
+    return str(invite["state"]) if invite else "none"
+
+
+async def view_role(room: ControlRoom, staff: Staff, session: VideoSession) -> str:
+    """The part this staff member can take in the live call, or why they cannot join it."""
+    if staff.role is StaffRole.HANDLER:
+        return "handler"
+    if staff.role is StaffRole.SUPERVISOR:
+        return "observer"
+    if staff.role is StaffRole.SPECIALIST:
+        accepted = await room.invitations.has_accepted(session.id, staff.id)
+        return "specialist" if accepted else "not_accepted"
+    return "record_only"  # auditors read sessions but never join calls
 
 
 async def home(request: web.Request) -> web.StreamResponse:
@@ -144,10 +178,19 @@ async def session_page(request: web.Request) -> web.StreamResponse:
         session = await room.session_for(_staff(request), request.match_info["session_id"])
     except ControlRoomError as exc:
         raise web.HTTPNotFound(text=exc.message) from exc
+    status = await room.status(session.id)
+    staff = _staff(request)
     return aiohttp_jinja2.render_template("session.html", request, {
         "session": session,
-        "status": await room.status(session.id),
-        "specialists": await room.available_specialists(),
+        "status": status,
+        "link_state": link_state(status),
+        "view_role": await view_role(room, staff, session),
+        "specialists": await room.available_specialists()
+        if staff.role is StaffRole.HANDLER else [],
+        "map_url_template": request.app[keys.CONFIG].map_url_template,
+        "caller_language": session.language,
+        "canned_ids": CANNED_IDS,
+        "end_reasons": END_REASONS,
     })
 
 
@@ -167,6 +210,8 @@ async def session_action(request: web.Request) -> web.StreamResponse:
             await room.end_session(staff, session_id, str(form.get("reason", "ended")))
         elif action == "specialist":
             await room.invite_specialist(staff, session_id, str(form.get("username", "")) or None)
+        elif action == "cancel-specialist":
+            await room.cancel_specialist(staff, session_id)
         else:
             raise web.HTTPNotFound()
     except ControlRoomError as exc:
@@ -184,9 +229,14 @@ async def specialist_desk(request: web.Request) -> web.StreamResponse:
     staff = _staff(request)
     room = request.app[keys.ROOM]
     fresh = await room.accounts.get(staff.id)
+    ringing = []
+    for invitation in await room.invitations.ringing_for(staff.id):
+        session = await room.sessions.get(invitation.session_id)
+        ringing.append({"invitation": invitation,
+                        "incident_ref": session.incident_ref if session else ""})
     return aiohttp_jinja2.render_template("specialist.html", request, {
         "available": bool(fresh and fresh.available),
-        "ringing": await room.invitations.ringing_for(staff.id),
+        "ringing": ringing,
         "sessions": await room.sessions.for_specialist(staff.id),
     })
 

@@ -15,6 +15,11 @@ from tests.support.live import PASSWORD, LiveServer
 AXE = Path(axe_playwright_python.__file__).with_name("axe.min.js")
 
 
+async def page_in(browser: Browser, live: LiveServer, phone: bool = False) -> Page:
+    context = await new_context(browser, live.url, phone=phone, bypass_csp=True)
+    return await context.new_page()
+
+
 async def serious_violations(page: Page) -> list[dict[str, Any]]:
     await page.add_script_tag(path=str(AXE))
     result = await page.evaluate("axe.run(document, {resultTypes: ['violations']})")
@@ -29,7 +34,8 @@ async def test_pages_have_no_serious_accessibility_violations(live: LiveServer,
                                                               browser: Browser) -> None:
     await live.add_staff("hannah", StaffRole.HANDLER)
     await live.add_staff("sam", StaffRole.SPECIALIST)
-    handler = await sign_in(await new_context(browser, live.url, bypass_csp=True), "hannah", PASSWORD)
+    handler = await sign_in(await new_context(browser, live.url, bypass_csp=True), "hannah",
+                            PASSWORD)
     found: dict[str, list[dict[str, Any]]] = {}
     await handler.goto("/console")
     found["handler console"] = await serious_violations(handler)
@@ -37,14 +43,15 @@ async def test_pages_have_no_serious_accessibility_violations(live: LiveServer,
     found["call view"] = await serious_violations(handler)
     link = await link_from_outbox(handler)
 
-    caller = await (await new_context(browser, live.url, phone=True, bypass_csp=True)).new_page()
+    caller = await page_in(browser, live, phone=True)
     await caller.goto(link)
     found["caller page"] = await serious_violations(caller)
 
-    specialist = await sign_in(await new_context(browser, live.url, bypass_csp=True), "sam", PASSWORD)
+    specialist = await sign_in(await new_context(browser, live.url, bypass_csp=True), "sam",
+                               PASSWORD)
     await specialist.goto("/specialist")
     found["specialist desk"] = await serious_violations(specialist)
-    login = await (await new_context(browser, live.url, bypass_csp=True)).new_page()
+    login = await page_in(browser, live)
     await login.goto("/login")
     found["sign-in"] = await serious_violations(login)
 

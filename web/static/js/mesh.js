@@ -1,6 +1,10 @@
 // The media mesh: one RTCPeerConnection per peer, "perfect negotiation" so either side may
 // (re)negotiate at any time, and restartIce() when a connection fails (a network change).
 
+const STALL_MS = 4000;
+const MAX_STALL_RESTARTS = 3;
+const FIRST_OFFER_WAIT_MS = 1500;
+
 export class Mesh extends EventTarget {
   /**
    * @param {import("./signal.js").Signal} signal
@@ -27,7 +31,10 @@ export class Mesh extends EventTarget {
       for (const pid of [...this.peers.keys()]) this.drop(pid);
     }
     for (const peer of welcome.peers) {
-      if (peer.state !== "away" || !this.peers.has(peer.pid)) this.ensure(peer);
+      // A newcomer lets those already in the call offer first: they offer as soon as they
+      // hear it joined, and both offering at once (glare) is slow and, in Chrome, fragile.
+      const theyOffer = welcome.fresh && peer.state !== "away";
+      if (peer.state !== "away" || !this.peers.has(peer.pid)) this.ensure(peer, theyOffer);
     }
   }
 
@@ -36,9 +43,9 @@ export class Mesh extends EventTarget {
     else if (message.op === "left") this.drop(message.pid);
   }
 
-  ensure(peer) {
+  ensure(peer, theyOffer = false) {
     if (this.peers.has(peer.pid) || !this.wants(peer)) return this.peers.get(peer.pid);
-    const link = new Link(this, peer);
+    const link = new Link(this, peer, theyOffer);
     this.peers.set(peer.pid, link);
     return link;
   }
@@ -69,7 +76,7 @@ export class Mesh extends EventTarget {
 }
 
 class Link {
-  constructor(mesh, peer) {
+  constructor(mesh, peer, theyOffer = false) {
     this.mesh = mesh;
     this.pid = peer.pid;
     this.role = peer.role;
@@ -77,6 +84,7 @@ class Link {
     this.polite = mesh.signal.pid > peer.pid;
     this.makingOffer = false;
     this.ignoreOffer = false;
+    this.answerPending = false;
     this.senders = new Map(); // kind -> RTCRtpSender
     this.stream = new MediaStream();
     const pc = new RTCPeerConnection({ iceServers: mesh.signal.iceServers });
@@ -96,6 +104,15 @@ class Link {
     pc.oniceconnectionstatechange = () => {
       if (pc.iceConnectionState === "failed") pc.restartIce();
     };
+    // Chrome can come out of a glare rollback (both sides offered at once) with no ICE
+    // candidates gathered: the link then sits in ICE "new" for ever, never "failed". If ICE has
+    // not even started a while after an exchange completed, restart it: a fresh offer and a
+    // fresh gathering. The polite side waits longer, so the two sides do not restart together.
+    this.stallTimer = null;
+    this.stallRestarts = 0;
+    pc.onsignalingstatechange = () => {
+      if (pc.signalingState === "stable") this.watchStall();
+    };
     pc.onconnectionstatechange = () => {
       const state = pc.connectionState;
       this.mesh.dispatchEvent(new CustomEvent("link-state", { detail: { pid: this.pid, role: this.role, state } }));
@@ -110,7 +127,17 @@ class Link {
       if (!streams[0]) this.stream.addTrack(track);
       this.mesh.dispatchEvent(new CustomEvent("track", { detail: { pid: this.pid, role: this.role, track, stream } }));
     };
+    // Our tracks wait for the peer's first offer (or a short while, if it has nothing to send).
+    this.holding = theyOffer;
+    this.holdTimer = theyOffer ? setTimeout(() => this.release(), FIRST_OFFER_WAIT_MS) : null;
     // Receive audio and video even when we send nothing, so the other side's offer has a place.
+    this.syncTracks();
+  }
+
+  release() {
+    if (!this.holding) return;
+    this.holding = false;
+    clearTimeout(this.holdTimer);
     this.syncTracks();
   }
 
@@ -119,6 +146,7 @@ class Link {
   }
 
   async syncTracks() {
+    if (this.holding) return;
     const local = this.mesh.local;
     for (const kind of ["audio", "video"]) {
       const track = local ? local.getTracks().find((t) => t.kind === kind) || null : null;
@@ -135,13 +163,23 @@ class Link {
     const pc = this.pc;
     try {
       if (description) {
-        const collision = description.type === "offer" && (this.makingOffer || pc.signalingState !== "stable");
+        // Signals are handled as they arrive, not one after another: an offer can arrive while
+        // the answer before it is still being applied. That is no collision (the W3C example's
+        // isSettingRemoteAnswerPending); without this the impolite side drops the offer.
+        const readyForOffer = !this.makingOffer && (pc.signalingState === "stable" || this.answerPending);
+        const collision = description.type === "offer" && !readyForOffer;
         this.ignoreOffer = !this.polite && collision;
         if (this.ignoreOffer) return;
-        await pc.setRemoteDescription(description);
+        this.answerPending = description.type === "answer";
+        try {
+          await pc.setRemoteDescription(description);
+        } finally {
+          this.answerPending = false;
+        }
         if (description.type === "offer") {
           await pc.setLocalDescription();
           this.send({ description: pc.localDescription });
+          this.release(); // now our own tracks can follow, in an offer of ours
         }
       } else if (candidate && candidate.candidate) {
         // An empty candidate is the end-of-candidates marker: browsers need nothing for it.
@@ -178,7 +216,21 @@ class Link {
     return out;
   }
 
+  watchStall() {
+    clearTimeout(this.stallTimer);
+    if (!this.pc.remoteDescription || this.stallRestarts >= MAX_STALL_RESTARTS) return;
+    this.stallTimer = setTimeout(() => {
+      const pc = this.pc;
+      if (pc.signalingState === "stable" && pc.iceConnectionState === "new") {
+        this.stallRestarts += 1;
+        pc.restartIce();
+      }
+    }, this.polite ? STALL_MS * 1.5 : STALL_MS);
+  }
+
   close() {
+    clearTimeout(this.stallTimer);
+    clearTimeout(this.holdTimer);
     this.pc.close();
   }
 }
