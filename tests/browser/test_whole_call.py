@@ -97,9 +97,11 @@ async def test_whole_call_in_chromium(live: LiveServer, browser: Browser) -> Non
     await specialist.get_by_test_id("advice-log").get_by_text(ADVICE).wait_for()
     await caller.get_by_test_id("chat-log").get_by_text(STAFF_CHAT).wait_for()
 
+    for page in (caller, handler, specialist):
+        await page.evaluate("window.scrollTo(0, 0)")
     await caller.screenshot(path=artifact("caller-phone.png"))
-    await handler.screenshot(path=artifact("handler-console.png"))
-    await specialist.screenshot(path=artifact("specialist-console.png"))
+    await handler.screenshot(path=artifact("handler-console.png"), full_page=True)
+    await specialist.screenshot(path=artifact("specialist-console.png"), full_page=True)
 
     assert ADVICE not in await caller.content()
     assert all(frame.get("type") != "advice" for frame in caller_frames)
