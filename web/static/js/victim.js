@@ -255,7 +255,7 @@ function playAudio(pid, stream) {
     audio = document.createElement("audio");
     audio.autoplay = true;
     audio.dataset.testid = "remote-audio";
-    el("call").append(audio);
+    document.getElementById("call").append(audio);
     call.audio.set(pid, audio);
   }
   audio.muted = !call.soundOn;
