@@ -91,3 +91,19 @@ async def test_discreet_mode_and_camera_off(live: LiveServer, browser: Browser) 
     )
     assert re.fullmatch(r"\d+x\d+", (await resolution.inner_text()).strip())
     assert re.search(r"\d", await handler.get_by_test_id("quality-rtt").inner_text())
+
+
+async def test_handler_reload_rejoins_without_breaking_the_call(live: LiveServer,
+                                                                browser: Browser) -> None:
+    """A participant may leave and come back: the handler's tab reloads mid-call and the
+    caller's video reaches it again, while the caller's page stays connected throughout."""
+    handler, caller = await call_with_handler(live, browser)
+    await join_as_caller(caller, await link_from_outbox(handler))
+    await frames_rising(handler)
+    await handler.reload()
+    await handler.wait_for_selector("[data-testid=connection-state][data-state=connected]")
+    await frames_rising(handler)
+    assert await caller.get_by_test_id("connection-state").get_attribute("data-state") \
+        == "connected"
+    await caller.get_by_test_id("canned-yes").click()
+    await handler.locator("[data-testid=chat-message][data-canned=yes]").wait_for()
