@@ -4,9 +4,11 @@ after the socket is cut, the page is light, and its headers are strict."""
 from __future__ import annotations
 
 import gzip
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from playwright.async_api import Browser, Page, Request, Route
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, Request, Route
 
 from server import keys
 from server.accounts import StaffRole
@@ -37,48 +39,58 @@ async def handler_with_call(live: LiveServer, browser: Browser) -> tuple[Page, s
     return handler, await link_from_outbox(handler)
 
 
-async def test_quick_exit_leaves_no_way_back(tmp_path: Path, browser: Browser) -> None:
+@pytest.fixture
+async def exit_live(tmp_path: Path) -> AsyncIterator[LiveServer]:
+    """A server whose quick exit goes to a neutral site that the browser context fakes."""
     live = await start_server(tmp_path, quick_exit_url=NEUTRAL)
     try:
-        _, link = await handler_with_call(live, browser)
-        context = await new_context(browser, live.url, phone=True)
-        await context.route("https://weather.example/**", neutral_site)
-        stopped: list[str] = []
-        await context.expose_function("__trackStopped", lambda kind: stopped.append(kind))
-        caller = await context.new_page()
-        await caller.goto(f"{live.url}/healthz")  # something before the link in history
-        await join_as_caller(caller, link, location=False)
-        assert await caller.evaluate("sessionStorage.length") > 0
-
-        for _ in range(3):
-            await caller.keyboard.press("Shift")
-        await caller.wait_for_url(NEUTRAL)
-        assert sorted(stopped) == ["audio", "video"]
-
-        await caller.go_back()
-        assert "/j/" not in caller.url
-        await caller.goto(f"{live.url}/healthz")
-        assert await caller.evaluate("sessionStorage.length") == 0
-        assert await caller.evaluate("localStorage.length") == 0
-        assert await context.cookies() == []
-        await context.close()
+        yield live
     finally:
         await live.stop()
 
 
-async def test_quick_exit_button_works_before_joining(tmp_path: Path, browser: Browser) -> None:
-    live = await start_server(tmp_path, quick_exit_url=NEUTRAL)
-    try:
-        _, link = await handler_with_call(live, browser)
-        context = await new_context(browser, live.url, phone=True)
-        await context.route("https://weather.example/**", neutral_site)
-        caller = await context.new_page()
-        await caller.goto(link)
-        await caller.get_by_test_id("quick-exit").click()
-        await caller.wait_for_url(NEUTRAL)
-        await context.close()
-    finally:
-        await live.stop()
+async def phone_with_neutral_site(browser: Browser, live: LiveServer) -> BrowserContext:
+    context = await new_context(browser, live.url, phone=True)
+    await context.route("https://weather.example/**", neutral_site)
+    return context
+
+
+async def test_quick_exit_leaves_no_way_back(exit_live: LiveServer, browser: Browser) -> None:
+    _, link = await handler_with_call(exit_live, browser)
+    context = await phone_with_neutral_site(browser, exit_live)
+    stopped: list[str] = []
+    await context.expose_function("__trackStopped", lambda kind: stopped.append(kind))
+    caller = await context.new_page()
+    await caller.goto(f"{exit_live.url}/healthz")  # something before the link in history
+    await join_as_caller(caller, link, location=False)
+    assert await caller.evaluate("sessionStorage.length") > 0
+
+    for _ in range(3):
+        await caller.keyboard.press("Shift")
+    await caller.wait_for_url(NEUTRAL)
+    assert sorted(stopped) == ["audio", "video"]
+
+    await caller.go_back()
+    assert "/j/" not in caller.url
+    await caller.goto(f"{exit_live.url}/healthz")
+    assert await caller.evaluate("sessionStorage.length") == 0
+    assert await caller.evaluate("localStorage.length") == 0
+    assert await context.cookies() == []
+    await context.close()
+
+
+async def test_quick_exit_works_before_joining(exit_live: LiveServer, browser: Browser) -> None:
+    """The button, and Escape, work on the first screen, before any socket or media."""
+    _, link = await handler_with_call(exit_live, browser)
+    context = await phone_with_neutral_site(browser, exit_live)
+    caller = await context.new_page()
+    await caller.goto(link)
+    await caller.get_by_test_id("quick-exit").click()
+    await caller.wait_for_url(NEUTRAL)
+    await caller.goto(link)
+    await caller.keyboard.press("Escape")
+    await caller.wait_for_url(NEUTRAL)
+    await context.close()
 
 
 async def test_call_recovers_after_the_socket_is_cut(live: LiveServer, browser: Browser) -> None:
