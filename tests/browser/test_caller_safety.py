@@ -14,6 +14,7 @@ from server import keys
 from server.accounts import StaffRole
 from signaling.protocol import Role
 from tests.support.browser import (
+    artifact,
     create_session,
     expect_state,
     frames_rising,
@@ -121,7 +122,8 @@ async def test_call_recovers_after_the_socket_is_cut(live: LiveServer, browser: 
     await context.close()
 
 
-async def test_caller_page_is_light_and_strict(live: LiveServer, browser: Browser) -> None:
+async def test_caller_page_is_light_and_strict(live: LiveServer, browser: Browser,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     _, link = await handler_with_call(live, browser)
     context = await new_context(browser, live.url, phone=True)
     page = await context.new_page()
@@ -143,6 +145,9 @@ async def test_caller_page_is_light_and_strict(live: LiveServer, browser: Browse
         body = await (await request.response()).body()  # type: ignore[union-attr]
         raw += len(body)
         compressed += len(gzip.compress(body, 9))
-    print(f"\ncaller page: {len(requests)} files, {raw} bytes, {compressed} bytes gzipped")
+    figure = f"caller page: {len(requests)} files, {raw} bytes, {compressed} bytes gzipped"
+    artifact("caller-page-weight.txt").write_text(figure + "\n")
+    with capsys.disabled():  # shown in every run's output, not only on failure
+        print(f"\n{figure}")
     assert compressed < 60 * 1024
     await context.close()
