@@ -22,6 +22,7 @@ from server.session_hooks import ControlRoomHooks
 from server.sessions import VideoSessions
 from server.sms import TWILIO_STATUS_PATH, make_gateway, status_callback_handler
 from server.specialists import SpecialistInvitations
+from server.static_files import StaticFiles
 from signaling.endpoint import SignalingEndpoint
 from signaling.hub import Hub
 
@@ -52,7 +53,8 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/ws", websocket, name="ws")
     if config.sms_gateway == "twilio":
         app.router.add_post(TWILIO_STATUS_PATH, twilio_status, name="twilio_status")
-    app.router.add_static("/static/", WEB_DIR / "static", name="static")
+    app.router.add_get("/static/{path:.+}", StaticFiles(WEB_DIR / "static").handle,
+                       name="static")
     return app
 
 

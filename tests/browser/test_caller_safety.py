@@ -139,15 +139,19 @@ async def test_caller_page_is_light_and_strict(live: LiveServer, browser: Browse
     assert "script-src 'self'" in headers["content-security-policy"]
     assert "set-cookie" not in headers
 
-    raw = compressed = 0
+    raw = compressed = transferred = 0
     for request in requests:
         assert request.url.startswith(live.url), f"loaded from elsewhere: {request.url}"
         body = await (await request.response()).body()  # type: ignore[union-attr]
         raw += len(body)
         compressed += len(gzip.compress(body, 9))
-    figure = f"caller page: {len(requests)} files, {raw} bytes, {compressed} bytes gzipped"
+        sizes = await request.sizes()
+        transferred += sizes["responseBodySize"] + sizes["responseHeadersSize"]
+    figure = (f"caller page: {len(requests)} files, {raw} bytes as written, {compressed} bytes "
+              f"gzipped, {transferred} bytes on the wire (bodies and headers)")
     artifact("caller-page-weight.txt").write_text(figure + "\n")
     with capsys.disabled():  # shown in every run's output, not only on failure
         print(f"\n{figure}")
     assert compressed < 60 * 1024
+    assert transferred < 60 * 1024
     await context.close()
