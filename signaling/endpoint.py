@@ -223,27 +223,28 @@ class _SocketSession:
             chat.update({"text": message.text} if message.text is not None
                         else {"canned": message.canned})
             self.hub.broadcast(participant.session, chat)
+            self.hub.remember(participant.session, chat)
         elif isinstance(message, Advice):
             self.require_session(participant)
             if not participant.role.is_staff:
                 raise ProtocolError(ErrorCode.FORBIDDEN, "advice is for staff only")
-            self.hub.broadcast(
-                participant.session,
-                {"type": "advice", "id": secrets.token_hex(6), "from": participant.pid,
-                 "role": participant.role.value, "name": participant.admission.display_name,
-                 "text": message.text, "ts": time.time()},
-                roles=STAFF_ROLES,
-            )
+            advice = {
+                "type": "advice", "id": secrets.token_hex(6), "from": participant.pid,
+                "role": participant.role.value, "name": participant.admission.display_name,
+                "text": message.text, "ts": time.time(),
+            }
+            self.hub.broadcast(participant.session, advice, roles=STAFF_ROLES)
+            self.hub.remember(participant.session, advice)
         elif isinstance(message, Location):
             self.require_session(participant)
             if participant.role is not Role.VICTIM:
                 raise ProtocolError(ErrorCode.FORBIDDEN, "only the caller shares a location")
-            self.hub.broadcast(
-                participant.session,
-                {"type": "location", "from": participant.pid, "lat": message.lat,
-                 "lon": message.lon, "accuracy": message.accuracy, "ts": message.ts},
-                roles=STAFF_ROLES,
-            )
+            location = {
+                "type": "location", "from": participant.pid, "lat": message.lat,
+                "lon": message.lon, "accuracy": message.accuracy, "ts": message.ts,
+            }
+            self.hub.broadcast(participant.session, location, roles=STAFF_ROLES)
+            self.hub.remember(participant.session, location)
         elif isinstance(message, Control):
             if message.op == "leave":
                 self.hub.leave(participant, "left")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -18,6 +19,7 @@ from signaling.protocol import ErrorCode, ProtocolError, Role
 
 log = logging.getLogger("erv.signaling")
 
+HISTORY_MESSAGES = 200
 LeftListener = Callable[[Participant, str], Coroutine[Any, Any, None]]
 
 
@@ -27,6 +29,10 @@ class Hub:
         self.sessions: dict[str, dict[str, Participant]] = {}
         self.participants: dict[str, Participant] = {}
         self.ended: set[str] = set()
+        # What was said and where the caller was, kept in memory for the session's life, so
+        # someone joining late (a specialist, a reloaded console) is not missing "they are here".
+        self.history: dict[str, deque[dict[str, Any]]] = {}
+        self.last_location: dict[str, dict[str, Any]] = {}
         self.on_left: LeftListener | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -52,6 +58,7 @@ class Hub:
         participant = Participant(admission, joined_at=time.time())
         participant.connection = connection
         self.sessions.setdefault(admission.session, {})[participant.pid] = participant
+        self._replay_history(participant)
         self.participants[participant.pid] = participant
         if not is_lobby(admission.session):
             self.broadcast(
@@ -70,6 +77,24 @@ class Hub:
                 ErrorCode.RESUME_FAILED, "nothing to resume; join again with your credential"
             )
         return participant
+
+    def remember(self, session: str, message: dict[str, Any]) -> None:
+        """Keep a chat, advice or location message for participants who join later."""
+        if message["type"] == "location":
+            self.last_location[session] = message
+        else:
+            self.history.setdefault(session, deque(maxlen=HISTORY_MESSAGES)).append(message)
+
+    def _replay_history(self, participant: Participant) -> None:
+        """A fresh participant gets the conversation so far (never advice, for the caller)."""
+        staff = participant.role.is_staff
+        for message in self.history.get(participant.session, ()):
+            if message["type"] == "advice" and not staff:
+                continue
+            participant.deliver({**message, "replay": True})
+        location = self.last_location.get(participant.session)
+        if location is not None and staff:
+            participant.deliver({**location, "replay": True})
 
     def resume(self, pid: str, secret: str, last_seq: int, connection: Connection) -> tuple[
         Participant, list[str]
@@ -152,6 +177,8 @@ class Hub:
     def end_session(self, session: str, reason: str) -> int:
         """Everyone leaves with a `bye`; nobody can join again. Returns how many were in."""
         self.ended.add(session)
+        self.history.pop(session, None)
+        self.last_location.pop(session, None)
         members = list(self.sessions.get(session, {}).values())
         for participant in members:
             self._remove(participant, reason)
