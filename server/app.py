@@ -17,6 +17,8 @@ from server.config import Config
 from server.control_room import ControlRoom
 from server.db import Database
 from server.invites import InviteBook
+from server.record import SqliteCaseRecordStore
+from server.record.keys import service_keyring
 from server.security import add_security_headers, error_middleware
 from server.session_hooks import ControlRoomHooks
 from server.sessions import VideoSessions
@@ -64,6 +66,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     db = Database(config.db_path)
     await db.open()
     accounts = StaffAccounts(db, config.login_max_failures, config.login_lock_seconds)
+    record = SqliteCaseRecordStore(db, service_keyring(config))
+    await record.open()
     hub = Hub(resume_window=config.resume_window)
     sms = make_gateway(config)
     room = ControlRoom(
@@ -74,12 +78,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         SpecialistInvitations(db, config.specialist_ring),
         sms,
         hub,
+        record,
     )
     await room.invitations.expire_stale()
     hooks = ControlRoomHooks(config, room)
     hub.on_left = hooks.left
     endpoint = SignalingEndpoint(hub, hooks, heartbeat=config.heartbeat)
     app[keys.DB] = db
+    app[keys.RECORD] = record
     app[keys.ACCOUNTS] = accounts
     app[keys.STAFF_SESSIONS] = StaffSessions(db, accounts, config.staff_session_ttl)
     app[keys.HUB] = hub

@@ -4,6 +4,8 @@
     erv add-user NAME ROLE      add a staff account (password asked for, or ERV_NEW_PASSWORD)
     erv set-password NAME       change a password
     erv demo-accounts           create the demo handler, specialist, supervisor and auditor
+    erv verify-record           check the case record's hash chain; exit 1 naming the break
+    erv rotate-key              add a new master key; new records use it, old ones stay readable
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from server.accounts import AccountError, StaffAccounts, StaffRole
 from server.app import create_app
 from server.config import Config, ConfigError
 from server.db import Database
+from server.record import SqliteCaseRecordStore, rotate_key_file
+from server.record.keys import service_keyring
 from server.tls import ensure_dev_certificate, server_ssl_context
 
 log = logging.getLogger("erv")
@@ -83,6 +87,21 @@ async def _set_password(config: Config, username: str, password: str) -> None:
         await db.close()
 
 
+async def _verify_record(config: Config) -> int:
+    db = Database(config.db_path)
+    await db.open()
+    try:
+        store = SqliteCaseRecordStore(db, service_keyring(config))
+        await store.open()
+        result = await store.verify()
+    finally:
+        await db.close()
+    print(result.describe())
+    for brk in result.breaks[1:]:
+        print(f"  also: {brk}")
+    return 0 if result.ok else 1
+
+
 def _ask_password() -> str:
     from_env = os.environ.get("ERV_NEW_PASSWORD", "")
     if from_env:
@@ -125,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setpw = commands.add_parser("set-password", help="change a staff password")
     setpw.add_argument("username")
     commands.add_parser("demo-accounts", help="create the demo staff accounts")
+    commands.add_parser("verify-record", help="verify the case record's hash chain")
+    commands.add_parser("rotate-key", help="add a new case-record master key")
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -142,6 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "set-password":
             asyncio.run(_set_password(config, args.username, _ask_password()))
             print(f"password changed for {args.username}")
+        elif args.command == "verify-record":
+            return asyncio.run(_verify_record(config))
+        elif args.command == "rotate-key":
+            if os.environ.get("ERV_RECORD_KEYS"):
+                raise ConfigError("keys come from ERV_RECORD_KEYS: rotate them where they live")
+            key_id = rotate_key_file(config.record_keys_path)
+            print(f"new master key {key_id}: new records use it, older ones stay readable")
         elif args.command == "demo-accounts":
             for username, password in asyncio.run(demo_accounts(config)):
                 print(f"demo account  {username:<11} password: {password}")

@@ -120,9 +120,15 @@ class Config:
     quick_exit_url: str = "https://www.bbc.co.uk/weather"
     map_url_template: str = "https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=17/{lat}/{lon}"
 
+    record_key_file: Path | None = None  # default: <data_dir>/record-keys.json
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "erv.sqlite3"
+
+    @property
+    def record_keys_path(self) -> Path:
+        return self.record_key_file or self.data_dir / "record-keys.json"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -168,6 +174,8 @@ class Config:
             turn_secret=_secret(env, "ERV_TURN_SECRET"),
             turn_ttl=_int(env, "ERV_TURN_TTL", 600, minimum=60),
             demo_password=_secret(env, "ERV_DEMO_PASSWORD"),
+            record_key_file=Path(env["ERV_RECORD_KEY_FILE"])
+            if env.get("ERV_RECORD_KEY_FILE", "").strip() else None,
             caller_title=_get(env, "ERV_CALLER_TITLE", "Video link"),
             quick_exit_url=_get(env, "ERV_QUICK_EXIT_URL", "https://www.bbc.co.uk/weather"),
             map_url_template=_get(

@@ -16,6 +16,7 @@ from server.accounts import Staff, StaffAccounts, StaffRole
 from server.config import Config
 from server.invites import Credential, Invite, InviteBook, LinkProblem, LinkRefused
 from server.phone import normalise_mobile
+from server.record import CaseRecordStore
 from server.sessions import IllegalTransition, SessionState, VideoSession, VideoSessions
 from server.sms import SmsError, SmsGateway, SmsMessage, render_sms
 from server.specialists import InvitationState, SpecialistInvitation, SpecialistInvitations
@@ -48,6 +49,7 @@ class ControlRoom:
         invitations: SpecialistInvitations,
         sms: SmsGateway,
         hub: Hub,
+        record: CaseRecordStore | None = None,
     ) -> None:
         self.config = config
         self.accounts = accounts
@@ -56,8 +58,14 @@ class ControlRoom:
         self.invitations = invitations
         self.sms = sms
         self.hub = hub
+        self.record = record
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def note(self, session_id: str, kind: str, **body: Any) -> None:
+        """Write an event to the session's case record (awaited: acknowledged means stored)."""
+        if self.record is not None:
+            await self.record.append(session_id, kind, body)
 
     # -- who may do what ---------------------------------------------------------------------
 
@@ -103,6 +111,8 @@ class ControlRoom:
             raise ControlRoomError("forbidden", "Only call handlers create sessions.", 403)
         number = normalise_mobile(phone)
         session = await self.sessions.create(incident_ref, number, handler.id, language)
+        await self.note(session.id, "session_created", incident_ref=session.incident_ref,
+                        handler=handler.id, language=language)
         log.info("session %s created by staff %d", session.id, handler.id)
         await self.send_link(handler, session.id)
         fresh = await self.sessions.get(session.id)
@@ -122,6 +132,8 @@ class ControlRoom:
         except SmsError as exc:
             log.warning("sms for invite %s failed: %s", invite.id, exc.code)
             await self.invites.record_sms(invite.id, self.sms.name, None, "failed", exc.code)
+            await self.note(session.id, "invite_sent", invite=invite.id, gateway=self.sms.name,
+                            status="failed", error=exc.code)
             await self.push_status(session.id)
             raise ControlRoomError(
                 exc.code, "The text message could not be sent. Try again, or read the caller "
@@ -129,6 +141,8 @@ class ControlRoom:
             ) from exc
         await self.invites.record_sms(invite.id, receipt.gateway, receipt.message_id,
                                       receipt.status)
+        await self.note(session.id, "invite_sent", invite=invite.id, gateway=receipt.gateway,
+                        status=receipt.status, by=handler.id)
         if session.state is SessionState.CREATED:
             await self.sessions.advance(session.id, SessionState.INVITED)
         log.info("invite %s sent for session %s via %s", invite.id, session.id, receipt.gateway)
@@ -140,6 +154,7 @@ class ControlRoom:
     async def revoke_link(self, handler: Staff, session_id: str) -> None:
         session = await self.own_session(handler, session_id)
         await self.invites.revoke(session.id, "revoked")
+        await self.note(session.id, "invite_revoked", by=handler.id)
         log.info("invite revoked for session %s", session.id)
         await self.push_status(session.id)
 
@@ -147,6 +162,7 @@ class ControlRoom:
         """The GET of a link: record the opening, use nothing up."""
         invite = await self.invites.look(token)
         await self._reach_or_refuse(invite.session_id, SessionState.OPENED)
+        await self.note(invite.session_id, "invite_opened", invite=invite.id)
         await self.push_status(invite.session_id)
         return invite
 
@@ -159,6 +175,7 @@ class ControlRoom:
             raise LinkRefused(LinkProblem.ENDED)
         _, credential = await self.invites.redeem(token)
         await self._reach_or_refuse(credential.session_id, SessionState.OPENED)
+        await self.note(credential.session_id, "invite_redeemed", invite=invite.id)
         log.info("invite %s redeemed", invite.id)
         await self.push_status(credential.session_id)
         return credential
@@ -177,6 +194,7 @@ class ControlRoom:
 
     async def victim_joined(self, session_id: str) -> None:
         await self.sessions.reach(session_id, SessionState.JOINED)
+        await self.note(session_id, "participant_joined", role="victim")
         await self.push_status(session_id)
 
     async def media_connected(self, session_id: str) -> None:
@@ -186,6 +204,9 @@ class ControlRoom:
                 await self.sessions.advance(session_id, SessionState.CONNECTED)
             except IllegalTransition:
                 return  # both ends reported it at once; the other report won
+            since = session.invited_at or session.created_at
+            await self.note(session_id, "media_connected",
+                            seconds_from_invite=round(time.time() - since, 1))
             await self.push_status(session_id)
 
     async def end_session(self, staff: Staff, session_id: str, reason: str = "ended") -> (
@@ -201,6 +222,8 @@ class ControlRoom:
             fresh = await self.sessions.get(session.id)
             assert fresh is not None
             return fresh
+        await self.note(session.id, "session_ended", reason=reason, by=staff.id,
+                        duration=round((session.ended_at or time.time()) - session.created_at))
         await self.invites.revoke(session.id, "ended")
         for invitation in await self.invitations.cancel_session(session.id):
             self._stop_timer(invitation.id)
@@ -255,6 +278,8 @@ class ControlRoom:
             self.config.specialist_ring, self._spawn_time_out, invitation.id
         )
         self._tell_specialist(invitation, "ringing", session)
+        await self.note(session.id, "specialist_invited", invitation=invitation.id,
+                        specialist=chosen.id, by=handler.id)
         log.info("specialist %d invited to session %s", chosen.id, session.id)
         await self.push_status(session.id)
         return invitation
@@ -279,6 +304,8 @@ class ControlRoom:
             )
         self._stop_timer(invitation.id)
         self._tell_specialist(invitation, state.value)
+        await self.note(invitation.session_id, f"specialist_{state.value}",
+                        invitation=invitation.id, specialist=specialist.id)
         log.info("specialist %d %s invitation %s", specialist.id, state.value, invitation.id)
         await self.push_status(invitation.session_id)
         return invitation
@@ -289,6 +316,8 @@ class ControlRoom:
             invitation = await self.invitations.get(invitation_id)
             assert invitation is not None
             self._tell_specialist(invitation, "timed_out")
+            await self.note(invitation.session_id, "specialist_timed_out",
+                            invitation=invitation.id, specialist=invitation.specialist_id)
             log.info("invitation %s timed out", invitation_id)
             await self.push_status(invitation.session_id)
 

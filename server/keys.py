@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from server.auth import StaffSessions
     from server.control_room import ControlRoom
     from server.db import Database
+    from server.record import CaseRecordStore
     from server.sms import SmsGateway
     from signaling.endpoint import SignalingEndpoint
     from signaling.hub import Hub
@@ -25,3 +26,4 @@ HUB: web.AppKey[Hub] = web.AppKey("hub")
 SMS: web.AppKey[SmsGateway] = web.AppKey("sms")
 ROOM: web.AppKey[ControlRoom] = web.AppKey("room")
 ENDPOINT: web.AppKey[SignalingEndpoint] = web.AppKey("endpoint")
+RECORD: web.AppKey[CaseRecordStore] = web.AppKey("record")
