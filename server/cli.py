@@ -20,8 +20,8 @@ import sys
 from collections.abc import Sequence
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 
+from server.access_log import AccessLogger
 from server.accounts import AccountError, StaffAccounts, StaffRole
 from server.app import create_app
 from server.config import Config, ConfigError
@@ -38,17 +38,6 @@ DEMO_ACCOUNTS = (
     ("supervisor", "Demo Supervisor", StaffRole.SUPERVISOR),
     ("auditor", "Demo Auditor", StaffRole.AUDITOR),
 )
-
-
-class AccessLogger(AbstractAccessLogger):
-    """Logs the route pattern, never the path: paths can hold invite tokens."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        match_info = getattr(request, "match_info", None)
-        route = match_info.route.resource if match_info is not None else None
-        pattern = route.canonical if route is not None else "-"
-        self.logger.info("%s %s %d %.1fms", request.method, pattern, response.status,
-                         time * 1000)
 
 
 async def demo_accounts(config: Config) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from typing import Any
 from server.accounts import Staff, StaffAccounts, StaffRole
 from server.config import Config
 from server.invites import Credential, Invite, InviteBook, LinkProblem, LinkRefused
-from server.phone import normalise_mobile
+from server.phone import masked, normalise_mobile
 from server.record import CaseRecordStore
 from server.sessions import IllegalTransition, SessionState, VideoSession, VideoSessions
 from server.sms import SmsError, SmsGateway, SmsMessage, render_sms
@@ -110,9 +110,13 @@ class ControlRoom:
         if handler.role is not StaffRole.HANDLER:
             raise ControlRoomError("forbidden", "Only call handlers create sessions.", 403)
         number = normalise_mobile(phone)
-        session = await self.sessions.create(incident_ref, number, handler.id, language)
+        # The sessions table keeps only the masked number; the number itself lives in the
+        # encrypted case record, so a copy of the database does not give it away and
+        # crypto-shredding the session destroys it.
+        shown = masked(number) if self.record is not None else number
+        session = await self.sessions.create(incident_ref, shown, handler.id, language)
         await self.note(session.id, "session_created", incident_ref=session.incident_ref,
-                        handler=handler.id, language=language)
+                        handler=handler.id, language=language, phone=number)
         log.info("session %s created by staff %d", session.id, handler.id)
         await self.send_link(handler, session.id)
         fresh = await self.sessions.get(session.id)
@@ -128,7 +132,9 @@ class ControlRoom:
         link = f"{self.config.public_url}/j/{token}"
         body = render_sms(self.config.sms_template, link, max(1, self.config.invite_ttl // 60))
         try:
-            receipt = await self.sms.send(SmsMessage(session.phone, body, invite.id))
+            receipt = await self.sms.send(
+                SmsMessage(await self._caller_number(session), body, invite.id)
+            )
         except SmsError as exc:
             log.warning("sms for invite %s failed: %s", invite.id, exc.code)
             await self.invites.record_sms(invite.id, self.sms.name, None, "failed", exc.code)
@@ -150,6 +156,14 @@ class ControlRoom:
         fresh = await self.invites.get(invite.id)
         assert fresh is not None
         return fresh
+
+    async def _caller_number(self, session: VideoSession) -> str:
+        if self.record is None:
+            return session.phone
+        for event in await self.record.read(session.id):
+            if event.header.kind == "session_created" and isinstance(event.body.get("phone"), str):
+                return str(event.body["phone"])
+        raise ControlRoomError("no_number", "The caller's number is no longer held.", 409)
 
     async def revoke_link(self, handler: Staff, session_id: str) -> None:
         session = await self.own_session(handler, session_id)

@@ -108,10 +108,24 @@ class ControlRoomHooks:
         if participant.role is Role.VICTIM and not resumed:
             await self.room.victim_joined(participant.session)
         else:
+            if not resumed:
+                await self.room.note(participant.session, "participant_joined",
+                                     role=participant.role.value,
+                                     staff=participant.admission.staff_id)
             await self.room.push_status(participant.session)
 
     async def left(self, participant: Participant, reason: str) -> None:
         self._staff.pop(participant.pid, None)
+        if not is_lobby(participant.session):
+            await self.room.note(participant.session, "participant_left",
+                                 role=participant.role.value, staff=participant.admission.staff_id,
+                                 reason=reason)
+
+    async def said(self, participant: Participant, message: dict[str, Any]) -> None:
+        """Chat, advice and location go into the encrypted record, never into the logs."""
+        body = {k: v for k, v in message.items() if k not in ("type", "from", "name")}
+        body["staff"] = participant.admission.staff_id
+        await self.room.note(participant.session, message["type"], **body)
 
     async def control(self, participant: Participant, control: Control) -> None:
         staff = self._staff.get(participant.pid)

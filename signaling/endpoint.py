@@ -73,6 +73,9 @@ class SessionHooks(Protocol):
     async def control(self, participant: Participant, control: Control) -> None:
         """Carry out a control operation; raise ProtocolError to refuse it."""
 
+    async def said(self, participant: Participant, message: dict[str, Any]) -> None:
+        """A chat, advice or location message was delivered (for the case record)."""
+
 
 class TokenBucket:
     def __init__(self, rate: float, burst: float) -> None:
@@ -224,6 +227,7 @@ class _SocketSession:
                         else {"canned": message.canned})
             self.hub.broadcast(participant.session, chat)
             self.hub.remember(participant.session, chat)
+            await self.hooks.said(participant, chat)
         elif isinstance(message, Advice):
             self.require_session(participant)
             if not participant.role.is_staff:
@@ -235,6 +239,7 @@ class _SocketSession:
             }
             self.hub.broadcast(participant.session, advice, roles=STAFF_ROLES)
             self.hub.remember(participant.session, advice)
+            await self.hooks.said(participant, advice)
         elif isinstance(message, Location):
             self.require_session(participant)
             if participant.role is not Role.VICTIM:
@@ -245,6 +250,7 @@ class _SocketSession:
             }
             self.hub.broadcast(participant.session, location, roles=STAFF_ROLES)
             self.hub.remember(participant.session, location)
+            await self.hooks.said(participant, location)
         elif isinstance(message, Control):
             if message.op == "leave":
                 self.hub.leave(participant, "left")

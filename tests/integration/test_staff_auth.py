@@ -629,8 +629,9 @@ async def test_non_string_fields_and_bad_json_are_400(live: LiveServer) -> None:
     assert await own_sessions(handler) == []
 
 
-async def test_the_number_is_stored_as_e164_and_shown_masked(live: LiveServer) -> None:
-    """Whatever the handler types, the DB holds E.164 and the API only ever shows it masked."""
+async def test_the_number_is_kept_encrypted_as_e164_and_shown_masked(live: LiveServer) -> None:
+    """Whatever the handler types, the number is normalised to E.164 and kept only inside the
+    encrypted case record; the sessions table and the API only ever hold it masked."""
     handler = await live.staff_client("hannah", StaffRole.HANDLER)
     _, created = await handler.api(
         "POST", "/api/sessions", {"incident_ref": " CAD-7 ", "phone": "+44 (0)7911-123 456"},
@@ -641,8 +642,10 @@ async def test_the_number_is_stored_as_e164_and_shown_masked(live: LiveServer) -
     row = await live.app[keys.DB].fetchone(
         "SELECT phone FROM video_sessions WHERE id = ?", (session_id,)
     )
-    assert row is not None and row["phone"] == E164
+    assert row is not None and row["phone"] == masked(E164)
     assert live.outbox()[0].to == E164
+    events = await live.app[keys.RECORD].read(session_id)
+    assert events[0].header.kind == "session_created" and events[0].body["phone"] == E164
 
     assert created["session"]["phone"] == masked(E164)
     async with handler.http.get(f"{live.url}/api/sessions") as response:

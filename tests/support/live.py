@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from server import keys
+from server.access_log import AccessLogger
 from server.accounts import Staff, StaffRole
 from server.app import create_app
 from server.config import Config
@@ -91,7 +92,7 @@ async def start_server(tmp_path: Path, **overrides: Any) -> LiveServer:
     }
     config = replace(Config(), **{**settings, **overrides})
     app = create_app(config)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, access_log_class=AccessLogger)  # as `erv run` does
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return LiveServer(config, app, runner, f"http://127.0.0.1:{port}")
