@@ -65,6 +65,10 @@ async def test_quick_exit_leaves_no_way_back(exit_live: LiveServer, browser: Bro
     await caller.goto(f"{exit_live.url}/healthz")  # something before the link in history
     await join_as_caller(caller, link, location=False)
     assert await caller.evaluate("sessionStorage.length") > 0
+    # The camera is really on (getUserMedia has answered) before the caller leaves.
+    await caller.wait_for_function(
+        "() => document.querySelector('[data-testid=local-video]').videoWidth > 0"
+    )
 
     for _ in range(3):
         await caller.keyboard.press("Shift")

@@ -1,0 +1,1 @@
+"""Risk assessment: questionnaires as data files, scoring and bands, the downgrade rule."""
