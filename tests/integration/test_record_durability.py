@@ -1,0 +1,109 @@
+"""SIGKILL the server while it writes: every acknowledged write survives and the chain holds.
+
+The server process is killed with requests still in flight. Each session whose creation was
+answered 201 must, after the kill, have its record events on disk, and the chain must verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from server.cli import main
+from server.config import Config
+from server.db import Database
+from server.record import SqliteCaseRecordStore
+from server.record.keys import service_keyring
+from tests.support.live import free_port
+
+PASSWORD = "durability test password"
+
+
+async def start(data_dir: Path, port: int) -> asyncio.subprocess.Process:
+    env = {**os.environ, "ERV_PORT": str(port), "ERV_DATA_DIR": str(data_dir),
+           "ERV_TLS": "false", "ERV_SECURE_COOKIES": "false", "ERV_DEMO_PASSWORD": PASSWORD}
+    env.pop("ERV_RECORD_KEYS", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", "run", "--demo", env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(30):
+        while not (await proc.stdout.readline()).startswith(b"serving "):
+            pass
+    return proc
+
+
+async def create_sessions(url: str, acknowledged: list[str], stop: asyncio.Event) -> None:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        for _ in range(100):
+            try:
+                async with http.post(f"{url}/login", data={"username": "handler",
+                                                           "password": PASSWORD},
+                                     headers={"Accept": "application/json"}) as r:
+                    if r.status == 200:
+                        csrf = (await r.json())["csrf_token"]
+                        break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+        while not stop.is_set():
+            try:
+                async with http.post(f"{url}/api/sessions", headers={"X-CSRF-Token": csrf},
+                                     json={"incident_ref": "CAD-K", "phone": "07911 123456"}
+                                     ) as r:
+                    if r.status == 201:
+                        acknowledged.append((await r.json())["session"]["id"])
+            except (aiohttp.ClientError, ConnectionError):
+                return  # the server is gone
+
+
+async def test_acknowledged_writes_survive_sigkill(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    proc = await start(data_dir, port)
+    acknowledged: list[str] = []
+    stop = asyncio.Event()
+    writers = [asyncio.ensure_future(create_sessions(f"http://127.0.0.1:{port}", acknowledged,
+                                                     stop)) for _ in range(3)]
+    async with asyncio.timeout(60):
+        while len(acknowledged) < 15:
+            await asyncio.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # mid-write: three clients are still posting
+    await proc.wait()
+    stop.set()
+    await asyncio.gather(*writers)
+    assert proc.returncode == -signal.SIGKILL
+
+    config = Config(data_dir=data_dir)
+    db = Database(config.db_path)
+    await db.open()
+    try:
+        store = SqliteCaseRecordStore(db, service_keyring(config))
+        await store.open()
+        for session_id in acknowledged:
+            kinds = [event.header.kind for event in await store.read(session_id)]
+            assert kinds[:2] == ["session_created", "invite_sent"], (session_id, kinds)
+            row = await db.fetchone("SELECT state FROM video_sessions WHERE id = ?",
+                                    (session_id,))
+            assert row is not None and row["state"] == "invited"
+    finally:
+        await db.close()
+
+    monkeypatch.setenv("ERV_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("ERV_RECORD_KEYS", raising=False)
+    assert await asyncio.to_thread(main, ["verify-record"]) == 0
+    assert "chain intact" in capsys.readouterr().out
+
+    # And the service starts again on the same files.
+    proc = await start(data_dir, port)
+    proc.terminate()
+    await proc.wait()
