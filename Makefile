@@ -35,5 +35,9 @@ system-deps:
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest -q
 
+# Speed and memory figures live here, never in timed tests.
+bench: $(STAMP)
+	$(BIN)/python bench/case_record.py
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

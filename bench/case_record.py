@@ -1,0 +1,129 @@
+"""Case-record benchmark: durable appends per second and p99 append latency, side by side with
+a plain SQLite insert at the same durability (WAL, synchronous=FULL, one transaction each);
+then chain verification speed. Run by `make bench`; never part of `make test`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from server.db import Database
+from server.record import SqliteCaseRecordStore
+from server.record.crypto import load_or_create_keyring
+
+APPENDS = int(os.environ.get("ERV_BENCH_APPENDS", "2000"))
+BODY = {"text": "they are downstairs and he has been drinking", "role": "victim", "staff": None}
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def record_appends(folder: Path) -> tuple[list[float], float, float]:
+    db = Database(folder / "record.sqlite3")
+    await db.open()
+    store = SqliteCaseRecordStore(db, load_or_create_keyring(folder / "keys.json"))
+    await store.open()
+    latencies = []
+    start = time.perf_counter()
+    for i in range(APPENDS):
+        t = time.perf_counter()
+        await store.append(f"session-{i % 50}", "chat", BODY)
+        latencies.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - start
+    t = time.perf_counter()
+    result = await store.verify()
+    verify_elapsed = time.perf_counter() - t
+    assert result.ok and result.records == APPENDS
+    await db.close()
+    return latencies, elapsed, verify_elapsed
+
+
+async def plain_inserts(folder: Path) -> tuple[list[float], float]:
+    """The floor: the same number of durable single-row transactions, nothing else."""
+    db = Database(folder / "plain.sqlite3")
+    await db.open()
+    await db.execute("CREATE TABLE plain (id INTEGER PRIMARY KEY, body BLOB)")
+    payload = json.dumps(BODY).encode()
+    latencies = []
+    start = time.perf_counter()
+    for _ in range(APPENDS):
+        t = time.perf_counter()
+        await db.transaction(lambda c: c.execute("INSERT INTO plain (body) VALUES (?)",
+                                                 (payload,)))
+        latencies.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - start
+    await db.close()
+    return latencies, elapsed
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
+                              capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        # Alternate so neither side always runs on a warmer machine.
+        plain, plain_s = await plain_inserts(folder)
+        record, record_s, verify_s = await record_appends(folder)
+    results = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit(),
+        "machine": (f"{platform.machine()}, {os.cpu_count()} cores, "
+                    f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"),
+        "appends": APPENDS,
+        "record_appends_per_s": APPENDS / record_s,
+        "record_p50_ms": statistics.median(record) * 1000,
+        "record_p99_ms": percentile(record, 0.99) * 1000,
+        "plain_inserts_per_s": APPENDS / plain_s,
+        "plain_p50_ms": statistics.median(plain) * 1000,
+        "plain_p99_ms": percentile(plain, 0.99) * 1000,
+        "verify_records_per_s": APPENDS / verify_s,
+    }
+    results["record_vs_plain_throughput"] = (
+        results["record_appends_per_s"] / results["plain_inserts_per_s"]
+    )
+    print(write_results(results))
+
+
+def write_results(r: dict[str, object]) -> str:
+    out = Path(__file__).resolve().parent
+    (out / "results-case-record.json").write_text(json.dumps(r, indent=2) + "\n")
+    rec = f"{r['record_appends_per_s']:.0f} | {r['record_p50_ms']:.2f} | {r['record_p99_ms']:.2f}"
+    flo = f"{r['plain_inserts_per_s']:.0f} | {r['plain_p50_ms']:.2f} | {r['plain_p99_ms']:.2f}"
+    table = f"""## Case record ({r['date']}, commit {r['commit']})
+
+Machine: {r['machine']}. {r['appends']} appends each, one durable transaction per append
+(WAL, synchronous=FULL), run side by side in one process.
+
+| | per second | p50 ms | p99 ms |
+| --- | ---: | ---: | ---: |
+| case record append (encrypt + chain + insert) | {rec} |
+| plain SQLite insert (floor) | {flo} |
+| ratio record / floor (throughput) | {r['record_vs_plain_throughput']:.2f}x | | |
+| chain verification | {r['verify_records_per_s']:.0f} records/s | | |
+"""
+    (out / "RESULTS.md").write_text("# Benchmark results\n\n" + table)
+    return table
+
+if __name__ == "__main__":
+    asyncio.run(main())
