@@ -14,6 +14,7 @@ from server import api, join, keys, pages
 from server.accounts import StaffAccounts
 from server.auth import StaffSessions, csrf_exempt, staff_session_middleware
 from server.config import Config
+from server.contact_link_key import load_or_create_link_key
 from server.control_room import ControlRoom
 from server.db import Database
 from server.invites import InviteBook
@@ -79,6 +80,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         sms,
         hub,
         record,
+        load_or_create_link_key(config.data_dir / "contact-link.key"),
     )
     await room.invitations.expire_stale()
     hooks = ControlRoomHooks(config, room)

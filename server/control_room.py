@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from server.accounts import Staff, StaffAccounts, StaffRole
 from server.config import Config
+from server.contacts import PhoneLinkKey, PriorContact, summarise_history
 from server.invites import Credential, Invite, InviteBook, LinkProblem, LinkRefused
 from server.phone import masked, normalise_mobile
 from server.record import CaseRecordStore
@@ -50,6 +52,7 @@ class ControlRoom:
         sms: SmsGateway,
         hub: Hub,
         record: CaseRecordStore | None = None,
+        link_key: PhoneLinkKey | None = None,
     ) -> None:
         self.config = config
         self.accounts = accounts
@@ -59,6 +62,7 @@ class ControlRoom:
         self.sms = sms
         self.hub = hub
         self.record = record
+        self.link_key = link_key
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -114,7 +118,8 @@ class ControlRoom:
         # encrypted case record, so a copy of the database does not give it away and
         # crypto-shredding the session destroys it.
         shown = masked(number) if self.record is not None else number
-        session = await self.sessions.create(incident_ref, shown, handler.id, language)
+        link = self.link_key.link(number) if self.link_key is not None else None
+        session = await self.sessions.create(incident_ref, shown, handler.id, language, link)
         await self.note(session.id, "session_created", incident_ref=session.incident_ref,
                         handler=handler.id, language=language, phone=number)
         log.info("session %s created by staff %d", session.id, handler.id)
@@ -393,6 +398,23 @@ class ControlRoom:
                 "expires_at": invite.expires_at,
             },
             "specialist": specialist,
+            "history": await self.history(session),
+        }
+
+    async def history(self, session: VideoSession) -> dict[str, Any]:
+        """Earlier contacts from the same number, so no call is treated in isolation."""
+        earlier = await self.sessions.earlier_contacts(session.id)
+        summary = summarise_history(
+            [PriorContact(s.id, datetime.fromtimestamp(s.created_at, UTC)) for s in earlier],
+            datetime.fromtimestamp(session.created_at, UTC),
+        )
+        return {
+            "contacts_12_months": summary.contacts_12_months,
+            "total_contacts": summary.total_contacts,
+            "repeat_contact": summary.repeat_contact,
+            "last_contact": earlier[0].created_at if earlier else None,
+            "last_band": summary.last_band.value if summary.last_band else None,
+            "marac_12_months": summary.marac_12_months,
         }
 
     async def push_status(self, session_id: str) -> None:

@@ -96,6 +96,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX specialist_invitations_specialist
         ON specialist_invitations(specialist_id, state);
     """,
+    # 2: sessions from the same number are linked by a keyed hash, never by the number.
+    """
+    ALTER TABLE video_sessions ADD COLUMN contact_link TEXT;
+    CREATE INDEX video_sessions_contact ON video_sessions(contact_link, created_at);
+    """,
 )
 
 

@@ -119,7 +119,8 @@ class VideoSessions:
         self.db = db
 
     async def create(
-        self, incident_ref: str, phone_e164: str, handler_id: int, language: str = "en"
+        self, incident_ref: str, phone_e164: str, handler_id: int, language: str = "en",
+        contact_link: str | None = None,
     ) -> VideoSession:
         ref = validate_incident_ref(incident_ref)
         if language not in LANGUAGES:
@@ -128,8 +129,9 @@ class VideoSessions:
         now = time.time()
         await self.db.execute(
             "INSERT INTO video_sessions (id, incident_ref, phone, handler_id, language, state,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (session_id, ref, phone_e164, handler_id, language, SessionState.CREATED.value, now),
+            " created_at, contact_link) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (session_id, ref, phone_e164, handler_id, language, SessionState.CREATED.value, now,
+             contact_link),
         )
         session = await self.get(session_id)
         assert session is not None
@@ -158,6 +160,16 @@ class VideoSessions:
     async def recent(self, limit: int = 100) -> list[VideoSession]:
         rows = await self.db.fetchall(
             "SELECT * FROM video_sessions ORDER BY created_at DESC LIMIT ?", (limit,)
+        )
+        return [VideoSession.from_row(r) for r in rows]
+
+    async def earlier_contacts(self, session_id: str) -> list[VideoSession]:
+        """Sessions from the same number (by keyed hash) created before this one."""
+        rows = await self.db.fetchall(
+            "SELECT p.* FROM video_sessions p JOIN video_sessions s"
+            " ON p.contact_link = s.contact_link AND p.created_at < s.created_at"
+            " WHERE s.id = ? AND s.contact_link IS NOT NULL ORDER BY p.created_at DESC",
+            (session_id,),
         )
         return [VideoSession.from_row(r) for r in rows]
 
