@@ -6,6 +6,11 @@
     erv demo-accounts           create the demo handler, specialist, supervisor and auditor
     erv verify-record           check the case record's hash chain; exit 1 naming the break
     erv rotate-key              add a new master key; new records use it, old ones stay readable
+    erv export SESSION --out DIR --by AUDITOR   write a signed bundle of a session's record
+    erv verify-export DIR [--public-key PEM]    check a bundle's signature and hashes
+    erv hold SESSION --reason TEXT   put a session on legal hold (purge keeps it)
+    erv release SESSION              lift a legal hold
+    erv purge [--now TIMESTAMP]      crypto-shred sessions idle past ERV_RETENTION_DAYS
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import os
 import secrets
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 from aiohttp import web
 
@@ -27,7 +34,9 @@ from server.app import create_app
 from server.config import Config, ConfigError
 from server.db import Database
 from server.record import SqliteCaseRecordStore, rotate_key_file
+from server.record.export import ExportError, export_session, verify_export
 from server.record.keys import service_keyring
+from server.record.retention import PurgeResult, RetentionError, open_retention
 from server.tls import ensure_dev_certificate, server_ssl_context
 
 log = logging.getLogger("erv")
@@ -91,6 +100,45 @@ async def _verify_record(config: Config) -> int:
     return 0 if result.ok else 1
 
 
+async def _hold(config: Config, session: str, reason: str) -> None:
+    db, retention = await open_retention(config)
+    try:
+        await retention.hold(session, reason)
+    finally:
+        await db.close()
+
+
+async def _release(config: Config, session: str) -> bool:
+    db, retention = await open_retention(config)
+    try:
+        return await retention.release(session)
+    finally:
+        await db.close()
+
+
+async def _purge(config: Config, now: float | None) -> PurgeResult:
+    db, retention = await open_retention(config)
+    try:
+        return await retention.purge(config.retention_days, now)
+    finally:
+        await db.close()
+
+
+def _timestamp(text: str) -> float:
+    """Unix seconds, or an ISO 8601 time (UTC if it names no zone)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
 def _ask_password() -> str:
     from_env = os.environ.get("ERV_NEW_PASSWORD", "")
     if from_env:
@@ -135,6 +183,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("demo-accounts", help="create the demo staff accounts")
     commands.add_parser("verify-record", help="verify the case record's hash chain")
     commands.add_parser("rotate-key", help="add a new case-record master key")
+    export = commands.add_parser("export", help="write a signed bundle of a session's record")
+    export.add_argument("session")
+    export.add_argument("--out", required=True, type=Path, help="new or empty folder")
+    export.add_argument("--by", required=True, help="the auditor account making the export")
+    check = commands.add_parser("verify-export", help="check a signed export bundle")
+    check.add_argument("bundle", type=Path)
+    check.add_argument("--public-key", type=Path, help="the service's signer.pub to trust")
+    hold = commands.add_parser("hold", help="put a session on legal hold")
+    hold.add_argument("session")
+    hold.add_argument("--reason", required=True)
+    release = commands.add_parser("release", help="lift a session's legal hold")
+    release.add_argument("session")
+    purge = commands.add_parser("purge", help="crypto-shred sessions past retention")
+    purge.add_argument("--now", type=_timestamp, default=None,
+                       help="judge age as of this time (unix seconds or ISO 8601)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -159,10 +222,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError("keys come from ERV_RECORD_KEYS: rotate them where they live")
             key_id = rotate_key_file(config.record_keys_path)
             print(f"new master key {key_id}: new records use it, older ones stay readable")
+        elif args.command == "export":
+            result = asyncio.run(export_session(config, args.session, args.by, args.out))
+            print(f"exported {result.events} events of session {args.session} to {result.out_dir}")
+            print(f"signed by {result.fingerprint}; public key (also in signer.pub):")
+            print(result.public_key_pem, end="")
+        elif args.command == "verify-export":
+            try:
+                pem = args.public_key.read_bytes() if args.public_key else None
+            except OSError as exc:
+                raise ConfigError(f"--public-key: cannot read {args.public_key}: "
+                                  f"{exc.strerror}") from exc
+            outcome = verify_export(args.bundle, pem)
+            print(outcome.describe())
+            if outcome.ok and pem is None:
+                print("checked against the bundle's own signer.pub: compare that fingerprint "
+                      "with the service's, or pass --public-key")
+            return 0 if outcome.ok else 1
+        elif args.command == "hold":
+            asyncio.run(_hold(config, args.session, args.reason))
+            print(f"session {args.session} is on legal hold: purge will keep it")
+        elif args.command == "release":
+            if not asyncio.run(_release(config, args.session)):
+                raise RetentionError(f"session {args.session} is not on legal hold")
+            print(f"legal hold on session {args.session} lifted")
+        elif args.command == "purge":
+            purged = asyncio.run(_purge(config, args.now))
+            print(f"purged {purged.purged} sessions older than {config.retention_days} days;"
+                  f" {purged.held} kept on legal hold")
         elif args.command == "demo-accounts":
             for username, password in asyncio.run(demo_accounts(config)):
                 print(f"demo account  {username:<11} password: {password}")
-    except (ConfigError, AccountError) as exc:
+    except (ConfigError, AccountError, ExportError, RetentionError) as exc:
         print(f"erv: {exc}", file=sys.stderr)
         return 2
     return 0

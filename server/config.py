@@ -121,6 +121,7 @@ class Config:
     map_url_template: str = "https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=17/{lat}/{lon}"
 
     record_key_file: Path | None = None  # default: <data_dir>/record-keys.json
+    retention_days: int = 365  # `erv purge` shreds sessions idle longer than this
 
     @property
     def db_path(self) -> Path:
@@ -176,6 +177,7 @@ class Config:
             demo_password=_secret(env, "ERV_DEMO_PASSWORD"),
             record_key_file=Path(env["ERV_RECORD_KEY_FILE"])
             if env.get("ERV_RECORD_KEY_FILE", "").strip() else None,
+            retention_days=_int(env, "ERV_RETENTION_DAYS", 365, minimum=1),
             caller_title=_get(env, "ERV_CALLER_TITLE", "Video link"),
             quick_exit_url=_get(env, "ERV_QUICK_EXIT_URL", "https://www.bbc.co.uk/weather"),
             map_url_template=_get(

@@ -16,12 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from server.cli import main
-from server.config import Config
-from server.db import Database
-from server.record import SqliteCaseRecordStore
-from server.record.keys import service_keyring
 from tests.support.live import free_port
+from tests.support.record import open_record, run_erv
 
 PASSWORD = "durability test password"
 
@@ -83,25 +79,16 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path,
     await asyncio.gather(*writers)
     assert proc.returncode == -signal.SIGKILL
 
-    config = Config(data_dir=data_dir)
-    db = Database(config.db_path)
-    await db.open()
-    try:
-        store = SqliteCaseRecordStore(db, service_keyring(config))
-        await store.open()
+    async with open_record(data_dir) as (db, store):
         for session_id in acknowledged:
             kinds = [event.header.kind for event in await store.read(session_id)]
             assert kinds[:2] == ["session_created", "invite_sent"], (session_id, kinds)
             row = await db.fetchone("SELECT state FROM video_sessions WHERE id = ?",
                                     (session_id,))
             assert row is not None and row["state"] == "invited"
-    finally:
-        await db.close()
 
-    monkeypatch.setenv("ERV_DATA_DIR", str(data_dir))
-    monkeypatch.delenv("ERV_RECORD_KEYS", raising=False)
-    assert await asyncio.to_thread(main, ["verify-record"]) == 0
-    assert "chain intact" in capsys.readouterr().out
+    code, out = await asyncio.to_thread(run_erv, data_dir, monkeypatch, capsys, "verify-record")
+    assert code == 0 and "chain intact" in out
 
     # And the service starts again on the same files.
     proc = await start(data_dir, port)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main
 from tests.support.calls import open_call
 from tests.support.live import LiveServer, start_server
+from tests.support.record import run_erv
 
 Tamper = Callable[[sqlite3.Connection], str]  # changes the db, returns what must be named
 
@@ -62,10 +62,7 @@ async def recorded_call(tmp_path: Path) -> Path:
 
 def verify(data_dir: Path, monkeypatch: pytest.MonkeyPatch,
            capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    monkeypatch.setenv("ERV_DATA_DIR", str(data_dir))
-    monkeypatch.delenv("ERV_RECORD_KEYS", raising=False)
-    code = main(["verify-record"])
-    return code, capsys.readouterr().out
+    return run_erv(data_dir, monkeypatch, capsys, "verify-record")
 
 
 def test_untouched_record_verifies(recorded_call: Path, monkeypatch: pytest.MonkeyPatch,
@@ -97,10 +94,8 @@ def test_rotating_the_key_keeps_the_record_readable(recorded_call: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     keys = recorded_call / "record-keys.json"
     before = keys.read_text()
-    monkeypatch.setenv("ERV_DATA_DIR", str(recorded_call))
-    monkeypatch.delenv("ERV_RECORD_KEYS", raising=False)
-    assert main(["rotate-key"]) == 0
-    assert "new master key" in capsys.readouterr().out
+    code, out = run_erv(recorded_call, monkeypatch, capsys, "rotate-key")
+    assert code == 0 and "new master key" in out
     assert len(json.loads(keys.read_text())) == len(json.loads(before)) + 1
     code, out = verify(recorded_call, monkeypatch, capsys)
     assert code == 0 and "chain intact" in out
