@@ -195,6 +195,36 @@ async def answer_invitation(request: web.Request) -> web.Response:
                               "session": invitation.session_id})
 
 
+@require_role(StaffRole.HANDLER, StaffRole.SPECIALIST, StaffRole.SUPERVISOR)
+async def risk_forms(request: web.Request) -> web.Response:
+    """The risk questionnaires (DASH first), for a console to render."""
+    return web.json_response({"forms": request.app[keys.ROOM].case_notes.forms_json()})
+
+
+@require_role(StaffRole.HANDLER, StaffRole.SPECIALIST)
+async def assess_risk(request: web.Request) -> web.Response:
+    body = await _body(request)
+    assessment = await request.app[keys.ROOM].assess_risk(
+        _staff(request), request.match_info["session_id"], body
+    )
+    return web.json_response({"assessment": assessment}, status=201)
+
+
+@require_role(StaffRole.HANDLER, StaffRole.SPECIALIST)
+async def add_referral(request: web.Request) -> web.Response:
+    body = await _body(request)
+    referral = await request.app[keys.ROOM].add_referral(
+        _staff(request), request.match_info["session_id"], body
+    )
+    return web.json_response({"referral": referral}, status=201)
+
+
+@require_role(StaffRole.HANDLER, StaffRole.SPECIALIST, StaffRole.SUPERVISOR, StaffRole.AUDITOR)
+async def case_notes(request: web.Request) -> web.Response:
+    case = await request.app[keys.ROOM].case(_staff(request), request.match_info["session_id"])
+    return web.json_response({"case": case})
+
+
 @require_role(StaffRole.HANDLER, StaffRole.SUPERVISOR, StaffRole.ADMIN)
 async def outbox(request: web.Request) -> web.Response:
     gateway = request.app[keys.SMS]
@@ -222,3 +252,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/me/availability", set_availability)
     r.add_post("/api/invitations/{invitation_id}/{answer}", answer_invitation)
     r.add_get("/api/outbox", outbox)
+    r.add_get("/api/forms", risk_forms)
+    r.add_post("/api/sessions/{session_id}/risk", assess_risk)
+    r.add_post("/api/sessions/{session_id}/referrals", add_referral)
+    r.add_get("/api/sessions/{session_id}/case", case_notes)

@@ -14,11 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.accounts import Staff, StaffAccounts, StaffRole
+from server.case_notes import CaseNoteError, CaseNotes, forms_for
 from server.config import Config
-from server.contacts import PhoneLinkKey, PriorContact, summarise_history
+from server.contacts import ContactHistory, PhoneLinkKey, summarise_history
 from server.invites import Credential, Invite, InviteBook, LinkProblem, LinkRefused
 from server.phone import masked, normalise_mobile
 from server.record import CaseRecordStore
+from server.risk.assessment import MARAC_REPEAT_CONTACTS
 from server.sessions import IllegalTransition, SessionState, VideoSession, VideoSessions
 from server.sms import SmsError, SmsGateway, SmsMessage, render_sms
 from server.specialists import InvitationState, SpecialistInvitation, SpecialistInvitations
@@ -63,6 +65,7 @@ class ControlRoom:
         self.hub = hub
         self.record = record
         self.link_key = link_key
+        self.case_notes = CaseNotes(record, forms_for(config.data_dir))
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -403,19 +406,73 @@ class ControlRoom:
 
     async def history(self, session: VideoSession) -> dict[str, Any]:
         """Earlier contacts from the same number, so no call is treated in isolation."""
-        earlier = await self.sessions.earlier_contacts(session.id)
-        summary = summarise_history(
-            [PriorContact(s.id, datetime.fromtimestamp(s.created_at, UTC)) for s in earlier],
-            datetime.fromtimestamp(session.created_at, UTC),
-        )
+        summary, earlier = await self._history_summary(session)
         return {
             "contacts_12_months": summary.contacts_12_months,
             "total_contacts": summary.total_contacts,
             "repeat_contact": summary.repeat_contact,
             "last_contact": earlier[0].created_at if earlier else None,
             "last_band": summary.last_band.value if summary.last_band else None,
+            "last_band_at": summary.last_band_at.timestamp() if summary.last_band_at else None,
+            "open_referrals": [r.to_dict() for r in summary.open_referrals],
             "marac_12_months": summary.marac_12_months,
+            # This contact makes enough in 12 months for MARAC to be suggested.
+            "marac_repeat_contacts": summary.contacts_12_months + 1 >= MARAC_REPEAT_CONTACTS,
         }
+
+    async def _history_summary(
+        self, session: VideoSession
+    ) -> tuple[ContactHistory, list[VideoSession]]:
+        """Earlier sessions' bands and referrals come from their (encrypted) records."""
+        earlier = await self.sessions.earlier_contacts(session.id)
+        prior = [await self.case_notes.prior_contact(s) for s in earlier]
+        summary = summarise_history(prior, datetime.fromtimestamp(session.created_at, UTC))
+        return summary, earlier
+
+    # -- case notes: risk assessments and referral outcomes ------------------------------------
+
+    async def _case_session(self, staff: Staff, session_id: str) -> VideoSession:
+        """The session, if `staff` may write its case notes: its handler or a specialist
+        invited to it (during the call or after it)."""
+        if staff.role not in (StaffRole.HANDLER, StaffRole.SPECIALIST):
+            raise ControlRoomError(
+                "forbidden", "Only the session's handler or specialist can do this.", 403
+            )
+        return await self.session_for(staff, session_id)
+
+    async def assess_risk(
+        self, staff: Staff, session_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Score a questionnaire against the previous contact's band and store it."""
+        session = await self._case_session(staff, session_id)
+        summary, _ = await self._history_summary(session)
+        try:
+            return await self.case_notes.assess(
+                session.id, staff, body, summary.last_band, summary.contacts_12_months
+            )
+        except CaseNoteError as exc:
+            raise ControlRoomError(exc.code, exc.message, exc.status) from exc
+
+    async def add_referral(
+        self, staff: Staff, session_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        session = await self._case_session(staff, session_id)
+        try:
+            return await self.case_notes.add_referral(session.id, staff, body)
+        except CaseNoteError as exc:
+            raise ControlRoomError(exc.code, exc.message, exc.status) from exc
+
+    async def case(self, staff: Staff, session_id: str) -> dict[str, Any]:
+        """The session's latest assessment and its referrals; a supervisor's or auditor's
+        reading is itself written to the record."""
+        session = await self.session_for(staff, session_id)
+        try:
+            case = await self.case_notes.case(session.id)
+            if staff.role in (StaffRole.SUPERVISOR, StaffRole.AUDITOR):
+                await self.case_notes.note_read(session.id, staff)
+        except CaseNoteError as exc:
+            raise ControlRoomError(exc.code, exc.message, exc.status) from exc
+        return case
 
     async def push_status(self, session_id: str) -> None:
         if not self.hub.sessions.get(session_id):
