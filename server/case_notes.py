@@ -19,6 +19,7 @@ from server.accounts import Staff
 from server.contacts import PriorContact
 from server.record import CaseEvent, CaseRecordError, CaseRecordStore, SessionShredded
 from server.referrals import ReferralError, ReferralOutcome
+from server.refusals import ControlRoomError
 from server.risk.assessment import AssessmentError, RiskAssessment, assess
 from server.risk.questionnaire import (
     DEFAULT_FORM_ID,
@@ -37,14 +38,11 @@ FORMS_FOLDER = "forms"  # a deployment's own questionnaires: <data_dir>/forms/*.
 _REFERRAL_FIELDS = ("kind", "status", "safe_to_call", "safe_times", "notes", "agency")
 
 
-class CaseNoteError(Exception):
-    """A refused case note; `code` is stable, the message is safe to show staff."""
+class CaseNoteError(ControlRoomError):
+    """A refused case note (bad input by default, so 400); answered like any refusal."""
 
     def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+        super().__init__(code, message, status)
 
 
 def forms_for(data_dir: Path) -> dict[str, Questionnaire]:

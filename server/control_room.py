@@ -14,12 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.accounts import Staff, StaffAccounts, StaffRole
-from server.case_notes import CaseNoteError, CaseNotes, forms_for
+from server.case_notes import CaseNotes, forms_for
 from server.config import Config
 from server.contacts import ContactHistory, PhoneLinkKey, summarise_history
 from server.invites import Credential, Invite, InviteBook, LinkProblem, LinkRefused
 from server.phone import masked, normalise_mobile
 from server.record import CaseRecordStore
+from server.refusals import ControlRoomError
 from server.risk.assessment import MARAC_REPEAT_CONTACTS
 from server.sessions import IllegalTransition, SessionState, VideoSession, VideoSessions
 from server.sms import SmsError, SmsGateway, SmsMessage, render_sms
@@ -32,15 +33,6 @@ log = logging.getLogger("erv.control_room")
 
 STAFF_PARTICIPANTS = (Role.HANDLER, Role.SPECIALIST, Role.OBSERVER)
 
-
-class ControlRoomError(Exception):
-    """A refused staff action; `code` is stable, the message is safe to show staff."""
-
-    def __init__(self, code: str, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
 
 
 class ControlRoom:
@@ -446,32 +438,23 @@ class ControlRoom:
         """Score a questionnaire against the previous contact's band and store it."""
         session = await self._case_session(staff, session_id)
         summary, _ = await self._history_summary(session)
-        try:
-            return await self.case_notes.assess(
-                session.id, staff, body, summary.last_band, summary.contacts_12_months
-            )
-        except CaseNoteError as exc:
-            raise ControlRoomError(exc.code, exc.message, exc.status) from exc
+        return await self.case_notes.assess(
+            session.id, staff, body, summary.last_band, summary.contacts_12_months
+        )
 
     async def add_referral(
         self, staff: Staff, session_id: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         session = await self._case_session(staff, session_id)
-        try:
-            return await self.case_notes.add_referral(session.id, staff, body)
-        except CaseNoteError as exc:
-            raise ControlRoomError(exc.code, exc.message, exc.status) from exc
+        return await self.case_notes.add_referral(session.id, staff, body)
 
     async def case(self, staff: Staff, session_id: str) -> dict[str, Any]:
         """The session's latest assessment and its referrals; a supervisor's or auditor's
         reading is itself written to the record."""
         session = await self.session_for(staff, session_id)
-        try:
-            case = await self.case_notes.case(session.id)
-            if staff.role in (StaffRole.SUPERVISOR, StaffRole.AUDITOR):
-                await self.case_notes.note_read(session.id, staff)
-        except CaseNoteError as exc:
-            raise ControlRoomError(exc.code, exc.message, exc.status) from exc
+        case = await self.case_notes.case(session.id)
+        if staff.role in (StaffRole.SUPERVISOR, StaffRole.AUDITOR):
+            await self.case_notes.note_read(session.id, staff)
         return case
 
     async def push_status(self, session_id: str) -> None:

@@ -23,8 +23,9 @@ from server.auth import (
     require_role,
     set_session_cookie,
 )
-from server.control_room import ControlRoom, ControlRoomError
+from server.control_room import ControlRoom
 from server.phone import PhoneNumberError, masked
+from server.refusals import ControlRoomError
 from server.sessions import SessionInputError, VideoSession
 from server.sms import ConsoleGateway
 

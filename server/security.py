@@ -8,8 +8,8 @@ from aiohttp import web
 
 from server import keys
 from server.auth import Handler
-from server.control_room import ControlRoomError
 from server.phone import PhoneNumberError
+from server.refusals import ControlRoomError
 from server.sessions import SessionInputError
 
 log = logging.getLogger("erv.http")

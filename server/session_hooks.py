@@ -9,9 +9,10 @@ from aiohttp import web
 from server.accounts import Staff, StaffRole
 from server.auth import current_staff, same_origin
 from server.config import Config
-from server.control_room import ControlRoom, ControlRoomError
+from server.control_room import ControlRoom
 from server.ice import ice_servers
 from server.invites import LinkProblem, LinkRefused
+from server.refusals import ControlRoomError
 from signaling.participant import Admission, Participant, is_lobby, lobby_key
 from signaling.protocol import Control, ErrorCode, Hello, ProtocolError, Role
 
