@@ -18,26 +18,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.accounts import StaffRole
-from tests.support.calls import open_call
-from tests.support.live import LiveServer, start_server
-from tests.support.record import open_record, run_erv
+from tests.support.record import open_record, record_a_call, run_erv
 
 
 @pytest.fixture
 async def recorded_call(tmp_path: Path) -> tuple[Path, str]:
     """A data folder holding a whole call's record (server stopped), and the session id."""
-    live: LiveServer = await start_server(tmp_path)
-    try:
-        await live.add_staff("audrey", StaffRole.AUDITOR)
-        await live.add_staff("sam", StaffRole.SUPERVISOR)
-        call = await open_call(live, "hannah")
-        await call.caller.send({"type": "chat", "text": "he is downstairs"})
-        await call.handler.expect("chat")
-        await call.handler.send({"type": "control", "op": "end"})
-        await call.handler.expect_closed()
-    finally:
-        await live.stop()
-    return tmp_path / "data", call.session_id
+    return await record_a_call(tmp_path, ("audrey", StaffRole.AUDITOR),
+                               ("sam", StaffRole.SUPERVISOR))
 
 
 def erv(data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

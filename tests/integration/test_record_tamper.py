@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.calls import open_call
-from tests.support.live import LiveServer, start_server
-from tests.support.record import run_erv
+from tests.support.record import record_a_call, run_erv
 
 Tamper = Callable[[sqlite3.Connection], str]  # changes the db, returns what must be named
 
@@ -48,16 +46,8 @@ def swap_records(conn: sqlite3.Connection) -> str:
 @pytest.fixture
 async def recorded_call(tmp_path: Path) -> Path:
     """A data folder holding the case record of a whole (short) call, server stopped."""
-    live: LiveServer = await start_server(tmp_path)
-    try:
-        call = await open_call(live, "hannah")
-        await call.caller.send({"type": "chat", "text": "he is downstairs"})
-        await call.handler.expect("chat")
-        await call.handler.send({"type": "control", "op": "end"})
-        await call.handler.expect_closed()
-    finally:
-        await live.stop()
-    return tmp_path / "data"
+    data_dir, _ = await record_a_call(tmp_path)
+    return data_dir
 
 
 def verify(data_dir: Path, monkeypatch: pytest.MonkeyPatch,

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from server.accounts import StaffRole
 from server.cli import main
 from server.config import Config
 from server.db import Database
 from server.record import SqliteCaseRecordStore
 from server.record.keys import service_keyring
+from tests.support.calls import open_call
+from tests.support.live import start_server
 
 
 @asynccontextmanager
@@ -41,3 +44,20 @@ def run_erv(data_dir: Path, monkeypatch: pytest.MonkeyPatch,
     code = main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out + captured.err
+
+
+async def record_a_call(tmp_path: Path, *extra_staff: tuple[str, StaffRole]) -> tuple[Path, str]:
+    """Run a short whole call (join, chat, end) and stop the server: returns the data folder
+    holding its case record, and the session id."""
+    live = await start_server(tmp_path)
+    try:
+        for username, role in extra_staff:
+            await live.add_staff(username, role)
+        call = await open_call(live, "hannah")
+        await call.caller.send({"type": "chat", "text": "he is downstairs"})
+        await call.handler.expect("chat")
+        await call.handler.send({"type": "control", "op": "end"})
+        await call.handler.expect_closed()
+    finally:
+        await live.stop()
+    return tmp_path / "data", call.session_id
