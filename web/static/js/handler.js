@@ -17,6 +17,13 @@ try {
 const callRoot = document.getElementById("call-view");
 if (callRoot) new CallView(callRoot).start();
 
+// The risk and referrals panel (handler and accepted specialist only): loaded only where it is.
+const casePanel = document.querySelector('[data-testid="case-panel"]');
+if (casePanel) {
+  const { CasePanel } = await import("./staff-case.js");
+  new CasePanel(casePanel).start();
+}
+
 const list = document.querySelector('[data-testid="session-list"]');
 if (list) new SessionList(list).start();
 
