@@ -10,7 +10,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from server import api, join, keys, pages, record_view
+from server import api, evidence_routes, join, keys, pages, record_view
 from server.accounts import StaffAccounts
 from server.auth import StaffSessions, csrf_exempt, staff_session_middleware
 from server.config import Config
@@ -54,6 +54,7 @@ def create_app(config: Config) -> web.Application:
     join.add_routes(app)
     api.add_routes(app)
     record_view.add_routes(app)
+    evidence_routes.add_routes(app)
     app.router.add_get("/ws", websocket, name="ws")
     if config.sms_gateway == "twilio":
         app.router.add_post(TWILIO_STATUS_PATH, twilio_status, name="twilio_status")

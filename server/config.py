@@ -122,6 +122,7 @@ class Config:
 
     record_key_file: Path | None = None  # default: <data_dir>/record-keys.json
     retention_days: int = 365  # `erv purge` shreds sessions idle longer than this
+    evidence_max_bytes: int = 20 * 1024 * 1024  # snapshots and caller uploads
 
     @property
     def db_path(self) -> Path:
@@ -178,6 +179,8 @@ class Config:
             record_key_file=Path(env["ERV_RECORD_KEY_FILE"])
             if env.get("ERV_RECORD_KEY_FILE", "").strip() else None,
             retention_days=_int(env, "ERV_RETENTION_DAYS", 365, minimum=1),
+            evidence_max_bytes=_int(env, "ERV_EVIDENCE_MAX_BYTES", 20 * 1024 * 1024,
+                                    minimum=1024),
             caller_title=_get(env, "ERV_CALLER_TITLE", "Video link"),
             quick_exit_url=_get(env, "ERV_QUICK_EXIT_URL", "https://www.bbc.co.uk/weather"),
             map_url_template=_get(

@@ -55,6 +55,7 @@ KIND_LABELS_PLAIN: dict[str, str] = {
     "session_ended": "Session ended",
     "record_read": "Record read",
     "record_exported": "Record exported",
+    "evidence_added": "Evidence added",
     "legal_hold_set": "Legal hold set",
     "legal_hold_released": "Legal hold released",
 }
@@ -67,7 +68,8 @@ LANGUAGE_NAMES = {"en": "English", "cy": "Cymraeg (Welsh)"}
 # Body fields that name a staff member (shown in "who", not among the details).
 STAFF_FIELDS = ("staff", "staff_id", "by", "handler", "specialist")
 # Bookkeeping fields not worth a reader's attention.
-QUIET_FIELDS = frozenset({"id", "ts", "invite", "invitation", "role"})
+# "key": an evidence file's key is not for showing (the download route uses it).
+QUIET_FIELDS = frozenset({"id", "ts", "invite", "invitation", "role", "key"})
 
 
 @cache

@@ -9,11 +9,14 @@ blanked too. Nothing readable about a purged session is written anywhere: only c
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import logging
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from server.config import Config
 from server.db import Database
@@ -54,9 +57,11 @@ def _operator() -> str:
 class Retention:
     """Legal holds and purging over one open database and its case record store."""
 
-    def __init__(self, db: Database, store: SqliteCaseRecordStore) -> None:
+    def __init__(self, db: Database, store: SqliteCaseRecordStore,
+                 evidence_root: Path | None = None) -> None:
         self.db = db
         self.store = store
+        self.evidence_root = evidence_root
 
     async def open(self) -> None:
         await self.store.open()
@@ -125,6 +130,12 @@ class Retention:
                 conn.execute("UPDATE video_sessions SET phone = '' WHERE id = ?", (ref,))
 
             await self.db.transaction(blank)
+            if self.evidence_root is not None:
+                # The files are already unreadable (their keys were in the record); remove
+                # them so they take no space and leave no trace of how much was shared.
+                await asyncio.to_thread(
+                    shutil.rmtree, self.evidence_root / session_ref, ignore_errors=True
+                )
             purged += 1
         if purged:
             await self.db.fetchone("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -137,7 +148,8 @@ async def open_retention(config: Config) -> tuple[Database, Retention]:
     db = Database(config.db_path)
     await db.open()
     try:
-        retention = Retention(db, SqliteCaseRecordStore(db, service_keyring(config)))
+        retention = Retention(db, SqliteCaseRecordStore(db, service_keyring(config)),
+                              config.data_dir / "evidence")
         await retention.open()
     except BaseException:
         await db.close()

@@ -1,14 +1,18 @@
 """Where case records are kept: the `CaseRecordStore` interface and its SQLite implementation.
 
-Appends run inside one `BEGIN IMMEDIATE` transaction on the database thread, so reading the
-chain head, sealing the record and extending the head are atomic, and an append that
-returned is on disk (synchronous=FULL). The store holds per-session data keys (unwrapped on
-demand, cached in memory) but never a master key: it only asks its `Keyring` to wrap and
-unwrap.
+Appends are group-committed: each is validated and encoded by its caller, then queued; one
+flusher takes everything queued (up to `MAX_BATCH`) and writes it in a single `BEGIN
+IMMEDIATE` transaction on the database thread, reading the chain head once and sealing the
+records in queue order. Reading the head, sealing and extending it are therefore atomic, and an
+append returns only after the commit that holds it (synchronous=FULL: on disk). If that
+transaction fails, every append of the batch gets the error and none of it is stored. The
+store holds per-session data keys (unwrapped on demand, cached in memory) but never a master
+key: it only asks its `Keyring` to wrap and unwrap.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
@@ -40,6 +44,7 @@ from server.record.crypto import (
 KIND_PATTERN = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 MAX_SESSION_REF = 128
 PAGE_SIZE = 500
+MAX_BATCH = 256
 
 SCHEMA: tuple[str, ...] = (
     # position is storage (append) order; seq is the header's number. They agree unless
@@ -146,6 +151,16 @@ def _row_to_record(row: sqlite3.Row) -> StoredRecord:
     )
 
 
+@dataclass
+class _PendingAppend:
+    """One validated append waiting for the flusher."""
+
+    session_ref: str
+    kind: str
+    plaintext: bytes
+    future: asyncio.Future[RecordHeader]
+
+
 class SqliteCaseRecordStore:
     """The case record in the service's SQLite database."""
 
@@ -157,6 +172,9 @@ class SqliteCaseRecordStore:
         self._clock = clock
         # session_ref -> data key; touched only on the database thread.
         self._data_keys: dict[str, bytes] = {}
+        # Appends waiting for the flusher, in arrival (= sequence) order.
+        self._pending: list[_PendingAppend] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Create the record's tables if needed."""
@@ -227,21 +245,74 @@ class SqliteCaseRecordStore:
         if not KIND_PATTERN.fullmatch(kind):
             raise ValueError(f"bad record kind {kind!r}")
         plaintext = _encode_body(body)
+        # Validated before queueing, so a bad append fails alone and never its batch.
+        future: asyncio.Future[RecordHeader] = asyncio.get_running_loop().create_future()
+        self._pending.append(_PendingAppend(session_ref, kind, plaintext, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="case-record-flusher")
+        return await future
 
-        def run(conn: sqlite3.Connection) -> RecordHeader:
-            if self._is_shredded(conn, session_ref):
-                raise SessionShredded(f"session {session_ref} was shredded")
-            data_key = self._data_key_for_append(conn, session_ref)
-            head = conn.execute("SELECT seq, hash FROM case_record_head WHERE id = 1").fetchone()
-            seq, prev_hash = (head["seq"], bytes(head["hash"])) if head else (0, GENESIS_HASH)
+    async def _flush(self) -> None:
+        """Write queued appends, one batch per transaction, until the queue is empty."""
+        batch: list[_PendingAppend] = []
+        try:
+            while self._pending:
+                batch = [entry for entry in self._pending[:MAX_BATCH] if not entry.future.done()]
+                del self._pending[:MAX_BATCH]
+                if batch:
+                    await self._commit_batch(batch)
+                batch = []
+        finally:
+            # Reached with work left only if the flusher itself was cancelled (loop shutdown):
+            # then nobody may be left waiting forever.
+            for entry in [*batch, *self._pending]:
+                entry.future.cancel()
+            self._pending.clear()
+
+    async def _commit_batch(self, batch: list[_PendingAppend]) -> None:
+        """One transaction for the batch; each caller learns its own outcome after COMMIT."""
+        try:
+            outcomes = await self._db.transaction(lambda conn: self._write_batch(conn, batch))
+        except Exception as exc:  # rolled back: nothing of the batch is stored
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(exc)
+            return
+        for entry, outcome in zip(batch, outcomes, strict=True):
+            if entry.future.done():  # its caller gave up; the record is stored regardless
+                continue
+            if isinstance(outcome, RecordHeader):
+                entry.future.set_result(outcome)
+            else:
+                entry.future.set_exception(outcome)
+
+    def _write_batch(
+        self, conn: sqlite3.Connection, batch: list[_PendingAppend]
+    ) -> list[RecordHeader | CaseRecordError | RecordKeyError]:
+        """On the database thread, inside one transaction: seal and chain the batch in order.
+
+        A session that is shredded or whose data key cannot be opened fails its own appends
+        before anything of them is written; any other error aborts the whole transaction.
+        """
+        head = conn.execute("SELECT seq, hash FROM case_record_head WHERE id = 1").fetchone()
+        seq, prev_hash = (head["seq"], bytes(head["hash"])) if head else (0, GENESIS_HASH)
+        outcomes: list[RecordHeader | CaseRecordError | RecordKeyError] = []
+        for entry in batch:
+            try:
+                if self._is_shredded(conn, entry.session_ref):
+                    raise SessionShredded(f"session {entry.session_ref} was shredded")
+                data_key = self._data_key_for_append(conn, entry.session_ref)
+            except (CaseRecordError, RecordKeyError) as exc:
+                outcomes.append(exc)
+                continue
             header = RecordHeader(
                 seq=seq + 1,
                 at=self._clock(),
-                session_ref=session_ref,
-                kind=kind,
+                session_ref=entry.session_ref,
+                kind=entry.kind,
                 key_id=self._keyring.current_key_id,
             )
-            nonce, ciphertext = seal(data_key, plaintext, header.canonical())
+            nonce, ciphertext = seal(data_key, entry.plaintext, header.canonical())
             record = link(prev_hash, header, nonce, ciphertext)
             conn.execute(
                 "INSERT INTO case_records (seq, at, session_ref, kind, key_id, nonce, ciphertext,"
@@ -259,14 +330,15 @@ class SqliteCaseRecordStore:
                     record.body_digest,
                 ),
             )
+            seq, prev_hash = header.seq, record.hash
+            outcomes.append(header)
+        if any(isinstance(outcome, RecordHeader) for outcome in outcomes):
             conn.execute(
                 "INSERT INTO case_record_head (id, seq, hash) VALUES (1, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-                (header.seq, record.hash),
+                (seq, prev_hash),
             )
-            return header
-
-        return await self._db.transaction(run)
+        return outcomes
 
     async def read(self, session_ref: str) -> list[CaseEvent]:
         def run(conn: sqlite3.Connection) -> list[CaseEvent]:

@@ -75,10 +75,17 @@ def test_purge_shreds_old_keeps_held_and_recent(three_sessions: tuple[Path, list
     last = {s: db_facts(data_dir, s)[2] for s in (old, held, recent)}
     assert last[held] < last[recent]
     now = (last[held] + last[recent]) / 2 + RETENTION_DAYS * 86400
+    # Stand-ins for stored evidence files (their real form is tested in test_evidence.py).
+    for session in (old, held, recent):
+        (data_dir / "evidence" / session).mkdir(parents=True)
+        (data_dir / "evidence" / session / "e.bin").write_bytes(b"sealed")
 
     code, text = erv(data_dir, monkeypatch, capsys, "purge", "--now", str(now))
     assert code == 0, text
     assert f"purged 1 sessions older than {RETENTION_DAYS} days; 1 kept on legal hold" in text
+    assert not (data_dir / "evidence" / old).exists()
+    assert (data_dir / "evidence" / held / "e.bin").exists()
+    assert (data_dir / "evidence" / recent / "e.bin").exists()
     assert old not in text  # only counts are printed about purged sessions
 
     assert not asyncio.run(readable(data_dir, old))
