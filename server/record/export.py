@@ -6,6 +6,7 @@
     signer.pub     the Ed25519 public key that signed the manifest (PEM)
     manifest.json  session, time, exporter, record head seq, and the SHA-256 of every file
     manifest.sig   the Ed25519 signature of the exact bytes of manifest.json
+    evidence-<id>.<ext>  each evidence file of the session, decrypted (listed in the manifest)
 
 The signing key is an Ed25519 private key kept next to the record's master keys
 (`export-signing-key.pem`, created 0600 on first use). `verify_export` checks the signature
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from server.accounts import StaffAccounts, StaffRole
 from server.config import Config
 from server.db import Database
+from server.evidence import ADDED_KIND, EXTENSIONS, EvidenceStore
 from server.record.keys import service_keyring
 from server.record.store import SessionShredded, SqliteCaseRecordStore
 
@@ -149,6 +151,14 @@ async def export_session(
             raise ExportError(msg) from None
         if not events:
             raise ExportError(f"no case record for session {session_id}")
+        # Evidence files go into the bundle decrypted; their keys then stay out of it.
+        evidence = EvidenceStore(config.data_dir, store, config.evidence_max_bytes)
+        evidence_files: dict[str, bytes] = {}
+        for event in events:
+            if event.header.kind == ADDED_KIND:
+                item, data = await evidence.read(session_id, str(event.body["evidence"]))
+                extension = EXTENSIONS.get(item.content_type, "bin")
+                evidence_files[f"evidence-{item.id}.{extension}"] = data
         head_row = await db.fetchone("SELECT seq FROM case_record_head WHERE id = 1")
         head_seq = int(head_row["seq"]) if head_row else 0
         exported_at = time.time() if now is None else now
@@ -160,7 +170,8 @@ async def export_session(
                         "seq": e.header.seq, "at": e.header.at, "session": e.header.session_ref,
                         "kind": e.header.kind, "key_id": e.header.key_id,
                     },
-                    "body": e.body,
+                    "body": {k: v for k, v in e.body.items()
+                             if not (e.header.kind == ADDED_KIND and k == "key")},
                 }
                 for e in events
             ],
@@ -175,7 +186,8 @@ async def export_session(
             "record_head_seq": head_seq,
             "events": len(events),
             "signer": fingerprint(public),
-            "files": {EVENTS_FILE: _sha256(events_bytes), SIGNER_FILE: _sha256(signer_bytes)},
+            "files": {EVENTS_FILE: _sha256(events_bytes), SIGNER_FILE: _sha256(signer_bytes),
+                      **{name: _sha256(data) for name, data in evidence_files.items()}},
         })
         signature = signing_key.sign(manifest_bytes)
         # Written to the record before the files: an export is never missing from the record.
@@ -187,7 +199,7 @@ async def export_session(
         await db.close()
     _write_bundle(out_dir, {
         EVENTS_FILE: events_bytes, SIGNER_FILE: signer_bytes, MANIFEST_FILE: manifest_bytes,
-        SIGNATURE_FILE: base64.b64encode(signature) + b"\n",
+        SIGNATURE_FILE: base64.b64encode(signature) + b"\n", **evidence_files,
     })
     log.info("session %s exported by %s (%d events)", session_id, auditor.username, len(events))
     return ExportResult(out_dir, len(events), head_seq, signer_bytes.decode(), fingerprint(public))

@@ -7,16 +7,20 @@ evidence unreadable."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from server import keys
 from server.accounts import StaffRole
 from server.evidence_routes import EVIDENCE
 from server.record import SessionShredded
 from tests.support.live import LiveServer, StaffClient, start_server
+from tests.support.record import run_erv
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + os.urandom(200)
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + os.urandom(300)
@@ -186,3 +190,35 @@ async def test_shredded_session_evidence_is_unreadable(tmp_path: Path) -> None:
         assert len(files(live, session_id)) == 1
     finally:
         await live.stop()
+
+
+async def test_export_carries_the_evidence_and_verifies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The auditor's bundle holds each evidence file decrypted, hashed in the signed manifest,
+    and the file keys stay out of it."""
+    live = await start_server(tmp_path, evidence_max_bytes=MAX_BYTES)
+    try:
+        await live.add_staff("audrey", StaffRole.AUDITOR)
+        handler, session_id, credential = await setup(live)
+        _, snap = await post_raw(live, handler, f"/api/sessions/{session_id}/snapshots",
+                                 PNG, {"Content-Type": "image/png"})
+        _, up = await post_raw(live, None, "/j/upload", JPEG,
+                               {"Authorization": f"Bearer {credential}"})
+    finally:
+        await live.stop()
+    out = tmp_path / "bundle"
+    code, text = await asyncio.to_thread(
+        run_erv, live.config.data_dir, monkeypatch, capsys,
+        "export", session_id, "--out", str(out), "--by", "audrey")
+    assert code == 0, text
+    assert (out / f"evidence-{snap['id']}.png").read_bytes() == PNG
+    assert (out / f"evidence-{up['id']}.jpg").read_bytes() == JPEG
+    assert '"key"' not in (out / "events.json").read_text()
+    code, text = await asyncio.to_thread(run_erv, live.config.data_dir, monkeypatch, capsys,
+                                         "verify-export", str(out))
+    assert code == 0, text
+    (out / f"evidence-{up['id']}.jpg").write_bytes(JPEG[:-1] + b"\x00")
+    code, text = await asyncio.to_thread(run_erv, live.config.data_dir, monkeypatch, capsys,
+                                         "verify-export", str(out))
+    assert code == 1 and f"evidence-{up['id']}.jpg" in text, text
