@@ -24,6 +24,12 @@ if (casePanel) {
   new CasePanel(casePanel).start();
 }
 
+// Snapshots of the caller's video (handler only): loaded only where the button is.
+if (callRoot && callRoot.querySelector('[data-testid="snapshot"]')) {
+  const { SnapshotPanel } = await import("./staff-evidence.js");
+  new SnapshotPanel(callRoot, callRoot.dataset.session).start();
+}
+
 const list = document.querySelector('[data-testid="session-list"]');
 if (list) new SessionList(list).start();
 

@@ -9,6 +9,7 @@ import { Mesh } from "./mesh.js";
 import { LocalMedia } from "./victim-media.js";
 import { ChatView } from "./victim-chat.js";
 import { LocationShare } from "./victim-location.js";
+import { PhotoUpload } from "./victim-upload.js";
 
 const STORE = "erv.caller"; // sessionStorage: gone with the tab; never localStorage or cookies
 const KINDS = ["camera", "microphone", "location"];
@@ -170,6 +171,7 @@ function enterCall(credential, consent, media = new LocalMedia(), mediaReady = n
   call.mesh = mesh;
   call.media = media;
   call.chat = new ChatView(el("chat-log"), (frame) => signal.send(frame), tr);
+  call.upload = call.upload || new PhotoUpload(el("upload-photo"), el("upload-status"), () => credential.credential, say);
 
   signal.addEventListener("state", (e) => {
     setState(e.detail.state);
