@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from server.db import Database
 from server.invites import InviteBook
 from server.record import SqliteCaseRecordStore
 from server.record.keys import service_keyring
+from server.record.retention import Retention
 from server.security import add_security_headers, error_middleware
 from server.session_hooks import ControlRoomHooks
 from server.sessions import VideoSessions
@@ -96,11 +99,28 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.SMS] = sms
     app[keys.ROOM] = room
     app[keys.ENDPOINT] = endpoint
+    retention = Retention(db, record, config.data_dir / "evidence")
+    await retention.open()
+    purging = asyncio.get_running_loop().create_task(_purge_periodically(config, retention))
     yield
+    purging.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await purging
     await hub.close()
     await room.close()
     await sms.close()
     await db.close()
+
+
+async def _purge_periodically(config: Config, retention: Retention) -> None:
+    """Retention without an operator: crypto-shred expired sessions (legal holds are kept)."""
+    while True:
+        await asyncio.sleep(config.purge_interval)
+        try:
+            await retention.purge(config.retention_days)
+        except Exception:
+            # A failed run is retried next time; the service itself must keep going.
+            log.exception("periodic purge failed")
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:

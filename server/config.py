@@ -122,6 +122,7 @@ class Config:
 
     record_key_file: Path | None = None  # default: <data_dir>/record-keys.json
     retention_days: int = 365  # `erv purge` shreds sessions idle longer than this
+    purge_interval: int = 6 * 3600  # how often the running service purges by itself
     evidence_max_bytes: int = 20 * 1024 * 1024  # snapshots and caller uploads
 
     @property
@@ -179,6 +180,7 @@ class Config:
             record_key_file=Path(env["ERV_RECORD_KEY_FILE"])
             if env.get("ERV_RECORD_KEY_FILE", "").strip() else None,
             retention_days=_int(env, "ERV_RETENTION_DAYS", 365, minimum=1),
+            purge_interval=_int(env, "ERV_PURGE_INTERVAL", 6 * 3600, minimum=1),
             evidence_max_bytes=_int(env, "ERV_EVIDENCE_MAX_BYTES", 20 * 1024 * 1024,
                                     minimum=1024),
             caller_title=_get(env, "ERV_CALLER_TITLE", "Video link"),
