@@ -134,6 +134,8 @@ class ControlRoomHooks:
         try:
             if op == "media":
                 await self._media(participant, args)
+            elif op == "consent":
+                await self._consent(participant, args)
             elif op in ("end", "invite_specialist", "cancel_specialist", "resend_link",
                         "revoke_link"):
                 handler = self._require(staff, participant, Role.HANDLER, op)
@@ -188,6 +190,16 @@ class ControlRoomHooks:
         if not isinstance(invitation, str) or len(invitation) > 64:
             raise ProtocolError(ErrorCode.BAD_FIELD, "invitation: must be an invitation id")
         await self.room.answer_invitation(specialist, invitation, accept=op == "accept")
+
+    async def _consent(self, participant: Participant, args: dict[str, Any]) -> None:
+        """The caller says what they agreed to share; it goes on the case record."""
+        if participant.role is not Role.VICTIM or is_lobby(participant.session):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "only the caller gives consent")
+        kinds = ("camera", "microphone", "location")
+        if set(args) != set(kinds) or not all(isinstance(args[k], bool) for k in kinds):
+            raise ProtocolError(ErrorCode.BAD_FIELD,
+                                "consent: camera, microphone and location, each true or false")
+        await self.room.note(participant.session, "consent_given", **{k: args[k] for k in kinds})
 
     async def _media(self, participant: Participant, args: dict[str, Any]) -> None:
         state = args.get("state")

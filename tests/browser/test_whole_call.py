@@ -11,6 +11,7 @@ from typing import Any
 
 from playwright.async_api import Browser, Page, WebSocket
 
+from server import keys
 from server.accounts import StaffRole
 from tests.support.browser import (
     artifact,
@@ -65,6 +66,15 @@ async def test_whole_call_in_chromium(live: LiveServer, browser: Browser) -> Non
     caller = await caller_ctx.new_page()
     caller_frames = record_frames(caller)
     await join_as_caller(caller, await link_from_outbox(handler), language="cy")
+
+    # What the caller agreed to share is on the case record.
+    session_id = handler.url.rstrip("/").rsplit("/", 1)[1]
+    for _ in range(50):
+        kinds = {e.header.kind: e.body for e in await live.app[keys.RECORD].read(session_id)}
+        if "consent_given" in kinds:
+            break
+        await caller.wait_for_timeout(100)
+    assert kinds["consent_given"] == {"camera": True, "microphone": True, "location": True}
 
     # The handler sees and hears the caller: video playing, frames decoded rising.
     assert await wait_video(handler) > 0

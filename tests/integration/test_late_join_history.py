@@ -54,3 +54,19 @@ async def test_history_is_gone_when_the_session_ends(live: LiveServer) -> None:
     await call.handler.expect_closed()
     hub = live.app[keys.HUB]
     assert call.session_id not in hub.history and call.session_id not in hub.last_location
+
+
+async def test_the_callers_consent_goes_on_the_record(live: LiveServer) -> None:
+    call = await open_call(live, "hannah")
+    await call.caller.send({"type": "control", "op": "consent", "camera": True,
+                            "microphone": False, "location": True})
+    await barrier(call.caller)
+    events = await live.app[keys.RECORD].read(call.session_id)
+    consent = [e.body for e in events if e.header.kind == "consent_given"]
+    assert consent == [{"camera": True, "microphone": False, "location": True}]
+    # Only the caller gives consent, and only in full.
+    await call.handler.send({"type": "control", "op": "consent", "camera": True,
+                             "microphone": True, "location": True})
+    assert (await call.handler.expect("error"))["code"] == "forbidden"
+    await call.caller.send({"type": "control", "op": "consent", "camera": True})
+    assert (await call.caller.expect("error"))["code"] == "bad_field"

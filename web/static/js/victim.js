@@ -177,7 +177,9 @@ function enterCall(credential, consent, media = new LocalMedia(), mediaReady = n
     setState(e.detail.state);
     if (e.detail.state === "ended") finish(e.detail.reason);
   });
-  signal.addEventListener("welcome", () => {
+  signal.addEventListener("welcome", (e) => {
+    // What the caller agreed to share goes on the case record (once per fresh join).
+    if (e.detail.fresh) signal.send({ type: "control", op: "consent", camera: Boolean(consent.camera), microphone: Boolean(consent.microphone), location: Boolean(consent.location) });
     call.joined = true;
     call.chat.flush();
     if (call.location) call.location.flush();
