@@ -15,13 +15,13 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import os
 import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.private_files import write_private_atomic
 from server.record import CaseRecordStore
 from server.record.crypto import NONCE_BYTES, DecryptionFailed, generate_key, seal, unseal
 
@@ -99,26 +99,6 @@ def _aad(session_id: str, evidence_id: str) -> bytes:
     return _AAD_LABEL + session_id.encode() + b"\x00" + evidence_id.encode()
 
 
-def _write_atomic(path: Path, blob: bytes) -> None:
-    """Temp file, fsync, rename, fsync the folder: all of the file or none of it."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(blob)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
 
 class EvidenceStore:
     """Encrypted evidence files in the data folder; their keys and digests in the record."""
@@ -162,7 +142,7 @@ class EvidenceStore:
         key = generate_key()
         nonce, ciphertext = seal(key, data, _aad(session_id, evidence.id))
         path = self.path(session_id, evidence.id)
-        await asyncio.to_thread(_write_atomic, path, nonce + ciphertext)
+        await asyncio.to_thread(write_private_atomic, path, nonce + ciphertext)
         try:
             await self.record.append(session_id, ADDED_KIND, {
                 "evidence": evidence.id, "kind": kind, "content_type": content_type,

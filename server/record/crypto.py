@@ -14,7 +14,6 @@ import base64
 import binascii
 import json
 import logging
-import os
 import re
 import secrets
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from server.private_files import write_private_atomic
 
 log = logging.getLogger("erv.record")
 
@@ -177,19 +178,7 @@ def keyring_from_environment(environ: Mapping[str, str]) -> Keyring | None:
 
 def _write_key_file(path: Path, keys: Mapping[str, str]) -> None:
     """Replace the key file atomically; the new file is created 0600 from the start."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(dict(keys), file, indent=2)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_private_atomic(path, (json.dumps(dict(keys), indent=2) + "\n").encode("utf-8"))
 
 
 def _read_raw(path: Path) -> dict[str, str]:
