@@ -10,6 +10,7 @@ from playwright.async_api import Browser
 from server.accounts import StaffRole
 from server.referrals import ReferralKind
 from tests.support.browser import (
+    collect_errors,
     create_session,
     expect_state,
     join_as_caller,
@@ -32,8 +33,7 @@ async def test_handler_records_risk_and_referral_auditor_reads_them(
     handler_ctx = await new_context(browser, live.url)
     handler = await sign_in(handler_ctx, "hannah", PASSWORD)
     problems: list[str] = []
-    handler.on("pageerror", lambda exc: problems.append(str(exc)))
-    handler.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    collect_errors(handler, problems)
     url = await create_session(handler, "CAD-5120", "07911 123456")
     session_id = url.rstrip("/").rsplit("/", 1)[-1]
     await expect_state(handler, "connected")

@@ -10,6 +10,7 @@ from playwright.async_api import Browser
 from server import keys
 from server.accounts import StaffRole
 from tests.support.browser import (
+    collect_errors,
     create_session,
     expect_state,
     join_as_caller,
@@ -29,16 +30,14 @@ async def test_handler_snapshot_and_caller_upload_reach_the_record(
     handler_ctx = await new_context(browser, live.url)
     handler = await sign_in(handler_ctx, "hannah", PASSWORD)
     problems: list[str] = []
-    handler.on("pageerror", lambda exc: problems.append(str(exc)))
-    handler.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    collect_errors(handler, problems)
     url = await create_session(handler, "CAD-7310", "07911 123456")
     session_id = url.rstrip("/").rsplit("/", 1)[-1]
     await expect_state(handler, "connected")
 
     caller_ctx = await new_context(browser, live.url, phone=True)
     caller = await caller_ctx.new_page()
-    caller.on("pageerror", lambda exc: problems.append(str(exc)))
-    caller.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    collect_errors(caller, problems)
     await join_as_caller(caller, await link_from_outbox(handler))
     await wait_video(handler)
 

@@ -166,3 +166,9 @@ async def wait_video(page: Page, timeout: float = 20.0) -> int:
         assert time.monotonic() < deadline, "remote video never played"
         await page.wait_for_timeout(200)
     return width
+
+
+def collect_errors(page: Page, problems: list[str]) -> None:
+    """Gather the page's uncaught errors and console errors into `problems`."""
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
