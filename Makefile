@@ -21,14 +21,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The browser tests need Debian's Chromium (Playwright cannot download browsers here).
+# The browser tests need Debian's Chromium (Playwright cannot download browsers here); the
+# Redis tests start their own redis-server on a free port.
 system-deps:
-	@if [ ! -x "$(CHROMIUM)" ]; then \
+	@if [ ! -x "$(CHROMIUM)" ] || ! command -v redis-server >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-				apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends chromium fonts-dejavu-core redis-server; \
 		else \
-			echo "Chromium is missing: run 'sudo apt-get install chromium'" >&2; exit 1; \
+			echo "Missing: run 'sudo apt-get install chromium redis-server'" >&2; exit 1; \
 		fi; \
 	fi
 

@@ -15,6 +15,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -114,17 +115,7 @@ class StaffAccounts:
     async def add(
         self, username: str, display_name: str, role: StaffRole | str, password: str
     ) -> Staff:
-        username = username.strip().lower()
-        plain = username.replace(".", "").replace("-", "").replace("_", "")
-        if not username or not plain.isascii() or not plain.isalnum():
-            raise AccountError("Usernames use letters, digits, '.', '-' and '_' only.")
-        if len(username) > 64 or len(display_name) > 120:
-            raise AccountError("Username or display name is too long.")
-        try:
-            role = StaffRole(role)
-        except ValueError as exc:
-            raise AccountError(f"Unknown role {role!r}.") from exc
-        validate_password(password)
+        new = check_new_account(username, display_name, role, password)
         password_hash = await asyncio.to_thread(hash_password, password)
 
         def insert(conn: sqlite3.Connection) -> int:
@@ -132,15 +123,14 @@ class StaffAccounts:
                 cursor = conn.execute(
                     "INSERT INTO staff (username, display_name, role, password_hash, created_at)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (username, display_name.strip() or username, role.value, password_hash,
-                     time.time()),
+                    (new.username, new.display_name, new.role.value, password_hash, time.time()),
                 )
             except sqlite3.IntegrityError as exc:
-                raise AccountError(f"The username {username!r} is taken.") from exc
+                raise username_taken(new.username) from exc
             return int(cursor.lastrowid or 0)
 
         staff_id = await self.db.transaction(insert)
-        return Staff(staff_id, username, display_name.strip() or username, role)
+        return Staff(staff_id, new.username, new.display_name, new.role)
 
     async def set_password(self, username: str, password: str) -> None:
         validate_password(password)
@@ -148,10 +138,10 @@ class StaffAccounts:
         changed = await self.db.execute(
             "UPDATE staff SET password_hash = ?, failed_logins = 0, locked_until = 0"
             " WHERE username = ?",
-            (password_hash, username.strip().lower()),
+            (password_hash, normalize_username(username)),
         )
         if not changed:
-            raise AccountError(f"No account {username!r}.")
+            raise no_such_account(username)
 
     async def get(self, staff_id: int) -> Staff | None:
         row = await self.db.fetchone(
@@ -162,7 +152,7 @@ class StaffAccounts:
     async def by_username(self, username: str) -> Staff | None:
         row = await self.db.fetchone(
             "SELECT * FROM staff WHERE username = ? AND disabled = 0",
-            (username.strip().lower(),),
+            (normalize_username(username),),
         )
         return Staff.from_row(row) if row else None
 
@@ -175,7 +165,7 @@ class StaffAccounts:
             return SignInResult(None, MAX_DELAY)
         row = await self.db.fetchone(
             "SELECT * FROM staff WHERE username = ? AND disabled = 0",
-            (username.strip().lower(),),
+            (normalize_username(username),),
         )
         stored = row["password_hash"] if row else _DUMMY_HASH
         ok = await asyncio.to_thread(check_password, password, stored)
@@ -221,6 +211,69 @@ class StaffAccounts:
             (StaffRole.SPECIALIST.value,),
         )
         return [Staff.from_row(row) for row in rows]
+
+
+class StaffAccountStore(Protocol):
+    """What the rest of the service uses of an account store (SQLite or Redis)."""
+
+    async def add(
+        self, username: str, display_name: str, role: StaffRole | str, password: str
+    ) -> Staff: ...
+
+    async def set_password(self, username: str, password: str) -> None: ...
+
+    async def get(self, staff_id: int) -> Staff | None: ...
+
+    async def by_username(self, username: str) -> Staff | None: ...
+
+    async def exists(self, username: str) -> bool: ...
+
+    async def sign_in(
+        self, username: str, password: str, now: float | None = None
+    ) -> SignInResult: ...
+
+    async def set_available(self, staff_id: int, available: bool) -> None: ...
+
+    async def available_specialists(self) -> list[Staff]: ...
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    """A checked new account, as it will be stored (the password is hashed separately)."""
+
+    username: str
+    display_name: str
+    role: StaffRole
+
+
+def normalize_username(username: str) -> str:
+    return username.strip().lower()
+
+
+def check_new_account(
+    username: str, display_name: str, role: StaffRole | str, password: str
+) -> NewAccount:
+    """Apply the account rules shared by every store; raise AccountError if one is broken."""
+    username = normalize_username(username)
+    plain = username.replace(".", "").replace("-", "").replace("_", "")
+    if not username or not plain.isascii() or not plain.isalnum():
+        raise AccountError("Usernames use letters, digits, '.', '-' and '_' only.")
+    if len(username) > 64 or len(display_name) > 120:
+        raise AccountError("Username or display name is too long.")
+    try:
+        role = StaffRole(role)
+    except ValueError as exc:
+        raise AccountError(f"Unknown role {role!r}.") from exc
+    validate_password(password)
+    return NewAccount(username, display_name.strip() or username, role)
+
+
+def username_taken(username: str) -> AccountError:
+    return AccountError(f"The username {username!r} is taken.")
+
+
+def no_such_account(username: str) -> AccountError:
+    return AccountError(f"No account {username!r}.")
 
 
 def validate_password(password: str) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import secrets
+import socket
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -13,24 +15,20 @@ import jinja2
 from aiohttp import web
 
 from server import api, evidence_routes, join, keys, pages, record_view
-from server.accounts import StaffAccounts
-from server.auth import StaffSessions, csrf_exempt, staff_session_middleware
+from server.auth import csrf_exempt, staff_session_middleware
 from server.config import Config
 from server.contact_link_key import load_or_create_link_key
 from server.control_room import ControlRoom
-from server.db import Database
-from server.invites import InviteBook
-from server.record import SqliteCaseRecordStore
-from server.record.keys import service_keyring
-from server.record.retention import Retention
+from server.metrics import Metrics
+from server.record.retention import RetentionStore
 from server.security import add_security_headers, error_middleware
 from server.session_hooks import ControlRoomHooks
-from server.sessions import VideoSessions
 from server.sms import TWILIO_STATUS_PATH, make_gateway, status_callback_handler
-from server.specialists import SpecialistInvitations
 from server.static_files import StaticFiles
+from server.stores import open_stores
 from signaling.endpoint import SignalingEndpoint
-from signaling.hub import Hub
+from signaling.hub import Hub, LocalHub
+from signaling.redis_hub import RedisHub
 
 log = logging.getLogger("erv")
 
@@ -53,6 +51,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_services)
 
     app.router.add_get("/healthz", health, name="health")
+    app.router.add_get("/metrics", metrics_endpoint, name="metrics")
     pages.add_routes(app)
     join.add_routes(app)
     api.add_routes(app)
@@ -69,39 +68,47 @@ def create_app(config: Config) -> web.Application:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     """Open stores and start the control room; close everything in reverse on shutdown."""
     config = app[keys.CONFIG]
-    db = Database(config.db_path)
-    await db.open()
-    accounts = StaffAccounts(db, config.login_max_failures, config.login_lock_seconds)
-    record = SqliteCaseRecordStore(db, service_keyring(config))
-    await record.open()
-    hub = Hub(resume_window=config.resume_window)
+    stores = await open_stores(config)
+    metrics = Metrics()
+    hub: Hub
+    if stores.redis is not None:
+        redis_hub = RedisHub(stores.redis, node=node_name(config),
+                             resume_window=config.resume_window,
+                             prefix=f"{config.redis_prefix}live:")
+        redis_hub.on_round_trip = metrics.redis_round_trip.observe
+        await redis_hub.start()
+        hub = redis_hub
+    else:
+        hub = LocalHub(resume_window=config.resume_window)
     sms = make_gateway(config)
     room = ControlRoom(
         config,
-        accounts,
-        VideoSessions(db),
-        InviteBook(db, config.invite_ttl, config.credential_ttl),
-        SpecialistInvitations(db, config.specialist_ring),
+        stores.accounts,
+        stores.sessions,
+        stores.invites,
+        stores.invitations,
         sms,
         hub,
-        record,
+        stores.record,
         load_or_create_link_key(config.data_dir / "contact-link.key"),
     )
     await room.invitations.expire_stale()
     hooks = ControlRoomHooks(config, room)
     hub.on_left = hooks.left
     endpoint = SignalingEndpoint(hub, hooks, heartbeat=config.heartbeat)
-    app[keys.DB] = db
-    app[keys.RECORD] = record
-    app[keys.ACCOUNTS] = accounts
-    app[keys.STAFF_SESSIONS] = StaffSessions(db, accounts, config.staff_session_ttl)
+    metrics.watch(endpoint, hub, redis_up=_redis_up(hub))
+    app[keys.STORES] = stores
+    app[keys.RECORD] = stores.record
+    app[keys.ACCOUNTS] = stores.accounts
+    app[keys.STAFF_SESSIONS] = stores.staff_sessions
     app[keys.HUB] = hub
     app[keys.SMS] = sms
     app[keys.ROOM] = room
     app[keys.ENDPOINT] = endpoint
-    retention = Retention(db, record, config.data_dir / "evidence")
-    await retention.open()
-    purging = asyncio.get_running_loop().create_task(_purge_periodically(config, retention))
+    app[keys.METRICS] = metrics
+    purging = asyncio.get_running_loop().create_task(
+        _purge_periodically(config, stores.retention)
+    )
     yield
     purging.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -109,10 +116,24 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await hub.close()
     await room.close()
     await sms.close()
-    await db.close()
+    await stores.close()
 
 
-async def _purge_periodically(config: Config, retention: Retention) -> None:
+def node_name(config: Config) -> str:
+    """This process's name among the nodes: configured, or host and port plus a random
+    suffix, so a restarted node is never mistaken for the one that died."""
+    base = config.node_name or f"{socket.gethostname()}:{config.port}"
+    return f"{base}/{secrets.token_hex(3)}"
+
+
+def _redis_up(hub: Hub) -> Callable[[], bool | None]:
+    def up() -> bool | None:
+        return hub.redis_ok if isinstance(hub, RedisHub) else None
+
+    return up
+
+
+async def _purge_periodically(config: Config, retention: RetentionStore) -> None:
     """Retention without an operator: crypto-shred expired sessions (legal holds are kept)."""
     while True:
         await asyncio.sleep(config.purge_interval)
@@ -128,18 +149,42 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 async def health(request: web.Request) -> web.Response:
-    try:
-        await request.app[keys.DB].fetchone("SELECT 1")
-    except Exception:
-        log.exception("health check: database unreachable")
-        return web.json_response({"ok": False, "database": "unreachable"}, status=503)
+    """Green only if this node can reach its stores (a load balancer's check)."""
+    stores = request.app[keys.STORES]
     hub = request.app[keys.HUB]
-    return web.json_response({
+    stats = hub.stats()
+    body: dict[str, object] = {
         "ok": True,
-        "database": "ok",
-        "live_sessions": sum(1 for key in hub.sessions if not key.startswith("lobby:")),
-        "sockets": sum(1 for p in hub.participants.values() if p.present),
-    })
+        "node": hub.node if isinstance(hub, RedisHub) else node_label(request.app[keys.CONFIG]),
+        "backend": stores.backend,
+        "live_sessions": stats.live_sessions,
+        "sockets": stats.sockets,
+    }
+    store_key = "redis" if stores.backend == "redis" else "database"
+    try:
+        await asyncio.wait_for(stores.ping(), timeout=2.0)
+    except Exception as exc:
+        log.warning("health check: %s unreachable (%s)", store_key, type(exc).__name__)
+        body.update({"ok": False, store_key: "unreachable",
+                     "message": "This node cannot reach its data store. Live calls keep their "
+                                "video; new calls are refused until it is back."})
+        return web.json_response(body, status=503)
+    if isinstance(hub, RedisHub) and not hub.listening:
+        body.update({"ok": False, "redis": "reconnecting",
+                     "message": "This node is reconnecting to Redis."})
+        return web.json_response(body, status=503)
+    body[store_key] = "ok"
+    if isinstance(hub, RedisHub) and hub.round_trip is not None:
+        body["redis_round_trip_ms"] = round(hub.round_trip * 1000, 2)
+    return web.json_response(body)
+
+
+def node_label(config: Config) -> str:
+    return config.node_name or f"{socket.gethostname()}:{config.port}"
+
+
+async def metrics_endpoint(request: web.Request) -> web.StreamResponse:
+    return await request.app[keys.METRICS].handle(request)
 
 
 @csrf_exempt

@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -42,6 +42,19 @@ def cookie_name(config: Config) -> str:
 class StaffSession:
     staff: Staff
     csrf_token: str
+
+
+class StaffSessionStore(Protocol):
+    """What the rest of the service uses of a sign-in session store (SQLite or Redis).
+
+    Only the token's hash (`token_hash`) is stored; a session ends at its `expires_at`.
+    """
+
+    async def create(self, staff: Staff) -> tuple[str, StaffSession]: ...
+
+    async def lookup(self, token: str) -> StaffSession | None: ...
+
+    async def end(self, token: str) -> None: ...
 
 
 class StaffSessions:

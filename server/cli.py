@@ -22,24 +22,26 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from aiohttp import web
 
 from server.access_log import AccessLogger
-from server.accounts import AccountError, StaffAccounts, StaffRole
+from server.accounts import AccountError, StaffRole
 from server.app import create_app
 from server.config import Config, ConfigError
-from server.db import Database
-from server.record import SqliteCaseRecordStore, rotate_key_file
-from server.record.export import ExportError, export_session, verify_export
-from server.record.keys import service_keyring
-from server.record.retention import PurgeResult, RetentionError, open_retention
+from server.record import CaseRecordStore, rotate_key_file
+from server.record.export import ExportError, ExportResult, export_session, verify_export
+from server.record.retention import PurgeResult, RetentionError, RetentionStore
+from server.redis_link import StoreUnavailable
+from server.stores import Stores, stores_for
 from server.tls import ensure_dev_certificate, server_ssl_context
 
 log = logging.getLogger("erv")
+T = TypeVar("T")
 
 DEMO_ACCOUNTS = (
     ("handler", "Demo Handler", StaffRole.HANDLER),
@@ -51,77 +53,57 @@ DEMO_ACCOUNTS = (
 
 async def demo_accounts(config: Config) -> list[tuple[str, str]]:
     """Create missing demo accounts; returns (username, password) for the new ones."""
-    db = Database(config.db_path)
-    await db.open()
-    try:
-        accounts = StaffAccounts(db)
+    async with stores_for(config) as stores:
         created = []
         for username, name, role in DEMO_ACCOUNTS:
-            if await accounts.exists(username):
+            if await stores.accounts.exists(username):
                 continue
             password = config.demo_password or secrets.token_urlsafe(12)
-            await accounts.add(username, name, role, password)
+            await stores.accounts.add(username, name, role, password)
             created.append((username, password))
         return created
-    finally:
-        await db.close()
 
 
 async def _add_user(config: Config, username: str, name: str, role: str, password: str) -> None:
-    db = Database(config.db_path)
-    await db.open()
-    try:
-        await StaffAccounts(db).add(username, name, role, password)
-    finally:
-        await db.close()
+    async with stores_for(config) as stores:
+        await stores.accounts.add(username, name, role, password)
 
 
 async def _set_password(config: Config, username: str, password: str) -> None:
-    db = Database(config.db_path)
-    await db.open()
-    try:
-        await StaffAccounts(db).set_password(username, password)
-    finally:
-        await db.close()
+    async with stores_for(config) as stores:
+        await stores.accounts.set_password(username, password)
 
 
-async def _verify_record(config: Config) -> int:
-    db = Database(config.db_path)
-    await db.open()
-    try:
-        store = SqliteCaseRecordStore(db, service_keyring(config))
-        await store.open()
-        result = await store.verify()
-    finally:
-        await db.close()
+async def _with_record(config: Config, command: Callable[[Stores], Awaitable[T]]) -> T:
+    """Run one record command on the configured backend's stores, then close them."""
+    async with stores_for(config) as stores:
+        return await command(stores)
+
+
+async def _verify_record(record: CaseRecordStore) -> int:
+    result = await record.verify()
     print(result.describe())
     for brk in result.breaks[1:]:
         print(f"  also: {brk}")
     return 0 if result.ok else 1
 
 
-async def _hold(config: Config, session: str, reason: str) -> None:
-    db, retention = await open_retention(config)
-    try:
-        await retention.hold(session, reason)
-    finally:
-        await db.close()
+async def _export(stores: Stores, config: Config, session: str, by: str,
+                  out: Path) -> ExportResult:
+    return await export_session(stores.record, stores.accounts, config, session, by, out)
 
 
-async def _release(config: Config, session: str) -> bool:
-    db, retention = await open_retention(config)
-    try:
-        return await retention.release(session)
-    finally:
-        await db.close()
+async def _hold(retention: RetentionStore, session: str, reason: str) -> None:
+    await retention.hold(session, reason)
 
 
-async def _purge(config: Config, now: float | None) -> PurgeResult:
-    db, retention = await open_retention(config)
-    try:
-        return await retention.purge(config.retention_days, now)
-    finally:
-        await db.close()
+async def _release(retention: RetentionStore, session: str) -> bool:
+    return await retention.release(session)
+
+
+async def _purge(retention: RetentionStore, retention_days: int,
+                 now: float | None) -> PurgeResult:
+    return await retention.purge(retention_days, now)
 
 
 def _timestamp(text: str) -> float:
@@ -216,14 +198,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_set_password(config, args.username, _ask_password()))
             print(f"password changed for {args.username}")
         elif args.command == "verify-record":
-            return asyncio.run(_verify_record(config))
+            return asyncio.run(_with_record(config, lambda b: _verify_record(b.record)))
         elif args.command == "rotate-key":
             if os.environ.get("ERV_RECORD_KEYS"):
                 raise ConfigError("keys come from ERV_RECORD_KEYS: rotate them where they live")
             key_id = rotate_key_file(config.record_keys_path)
             print(f"new master key {key_id}: new records use it, older ones stay readable")
         elif args.command == "export":
-            result = asyncio.run(export_session(config, args.session, args.by, args.out))
+            result = asyncio.run(_with_record(
+                config, lambda b: _export(b, config, args.session, args.by, args.out)))
             print(f"exported {result.events} events of session {args.session} to {result.out_dir}")
             print(f"signed by {result.fingerprint}; public key (also in signer.pub):")
             print(result.public_key_pem, end="")
@@ -240,20 +223,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "with the service's, or pass --public-key")
             return 0 if outcome.ok else 1
         elif args.command == "hold":
-            asyncio.run(_hold(config, args.session, args.reason))
+            asyncio.run(_with_record(
+                config, lambda b: _hold(b.retention, args.session, args.reason)))
             print(f"session {args.session} is on legal hold: purge will keep it")
         elif args.command == "release":
-            if not asyncio.run(_release(config, args.session)):
+            if not asyncio.run(_with_record(config,
+                                            lambda b: _release(b.retention, args.session))):
                 raise RetentionError(f"session {args.session} is not on legal hold")
             print(f"legal hold on session {args.session} lifted")
         elif args.command == "purge":
-            purged = asyncio.run(_purge(config, args.now))
+            purged = asyncio.run(_with_record(
+                config, lambda b: _purge(b.retention, config.retention_days, args.now)))
             print(f"purged {purged.purged} sessions older than {config.retention_days} days;"
                   f" {purged.held} kept on legal hold")
         elif args.command == "demo-accounts":
             for username, password in asyncio.run(demo_accounts(config)):
                 print(f"demo account  {username:<11} password: {password}")
-    except (ConfigError, AccountError, ExportError, RetentionError) as exc:
+    except (ConfigError, AccountError, ExportError, RetentionError, StoreUnavailable) as exc:
         print(f"erv: {exc}", file=sys.stderr)
         return 2
     return 0

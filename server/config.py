@@ -125,6 +125,12 @@ class Config:
     purge_interval: int = 6 * 3600  # how often the running service purges by itself
     evidence_max_bytes: int = 20 * 1024 * 1024  # snapshots and caller uploads
 
+    # Scale-out: with a Redis URL every node shares live state and stores through Redis.
+    redis_url: str = ""
+    redis_allow_data_loss: bool = False  # start even if Redis persistence (AOF) is off
+    redis_prefix: str = "erv:"
+    node_name: str = ""  # shown in /healthz and /metrics; default: host name and port
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "erv.sqlite3"
@@ -183,6 +189,10 @@ class Config:
             purge_interval=_int(env, "ERV_PURGE_INTERVAL", 6 * 3600, minimum=1),
             evidence_max_bytes=_int(env, "ERV_EVIDENCE_MAX_BYTES", 20 * 1024 * 1024,
                                     minimum=1024),
+            redis_url=_secret(env, "ERV_REDIS_URL"),
+            redis_allow_data_loss=_bool(env, "ERV_REDIS_ALLOW_DATA_LOSS", False),
+            redis_prefix=_get(env, "ERV_REDIS_PREFIX", "erv:"),
+            node_name=_get(env, "ERV_NODE_NAME", ""),
             caller_title=_get(env, "ERV_CALLER_TITLE", "Video link"),
             quick_exit_url=_get(env, "ERV_QUICK_EXIT_URL", "https://www.bbc.co.uk/weather"),
             map_url_template=_get(
@@ -213,5 +223,7 @@ class Config:
             )
         if not self.quick_exit_url.startswith(("https://", "http://")):
             raise ConfigError("ERV_QUICK_EXIT_URL must be an http(s) address")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("ERV_REDIS_URL must start with redis://, rediss:// or unix://")
         if self.turn_urls and not self.turn_secret:
             raise ConfigError("ERV_TURN_URLS is set but ERV_TURN_SECRET is not")

@@ -13,18 +13,18 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from server.accounts import Staff, StaffAccounts, StaffRole
+from server.accounts import Staff, StaffAccountStore, StaffRole
 from server.case_notes import CaseNotes, forms_for
 from server.config import Config
 from server.contacts import ContactHistory, PhoneLinkKey, summarise_history
-from server.invites import Credential, Invite, InviteBook, LinkProblem, LinkRefused
+from server.invites import Credential, Invite, InviteStore, LinkProblem, LinkRefused
 from server.phone import masked, normalise_mobile
 from server.record import CaseRecordStore
 from server.refusals import ControlRoomError
 from server.risk.assessment import MARAC_REPEAT_CONTACTS
-from server.sessions import IllegalTransition, SessionState, VideoSession, VideoSessions
+from server.sessions import IllegalTransition, SessionState, VideoSession, VideoSessionStore
 from server.sms import SmsError, SmsGateway, SmsMessage, render_sms
-from server.specialists import InvitationState, SpecialistInvitation, SpecialistInvitations
+from server.specialists import InvitationState, InvitationStore, SpecialistInvitation
 from signaling.hub import Hub
 from signaling.participant import lobby_key
 from signaling.protocol import ErrorCode, ProtocolError, Role
@@ -39,10 +39,10 @@ class ControlRoom:
     def __init__(
         self,
         config: Config,
-        accounts: StaffAccounts,
-        sessions: VideoSessions,
-        invites: InviteBook,
-        invitations: SpecialistInvitations,
+        accounts: StaffAccountStore,
+        sessions: VideoSessionStore,
+        invites: InviteStore,
+        invitations: InvitationStore,
         sms: SmsGateway,
         hub: Hub,
         record: CaseRecordStore | None = None,
@@ -241,17 +241,17 @@ class ControlRoom:
         await self.invites.revoke(session.id, "ended")
         for invitation in await self.invitations.cancel_session(session.id):
             self._stop_timer(invitation.id)
-            self._tell_specialist(invitation, "cancelled")
-        count = self.hub.end_session(session.id, "session_ended")
+            await self._tell_specialist(invitation, "cancelled")
+        count = await self.hub.end_session(session.id, "session_ended")
         log.info("session %s ended (%s) by staff %d; %d sockets closed", session.id, reason,
                  staff.id, count)
         return session
 
     # -- specialists -------------------------------------------------------------------------
 
-    def is_online(self, staff_id: int) -> bool:
+    async def is_online(self, staff_id: int) -> bool:
         """Has a desk socket connected now (one that dropped, even if resumable, rings no one)."""
-        return any(p.present for p in self.hub.members(lobby_key(staff_id)))
+        return await self.hub.online(lobby_key(staff_id))
 
     async def set_available(self, staff: Staff, available: bool) -> None:
         if staff.role is not StaffRole.SPECIALIST:
@@ -260,7 +260,9 @@ class ControlRoom:
         log.info("specialist %d is %savailable", staff.id, "" if available else "not ")
 
     async def available_specialists(self) -> list[Staff]:
-        return [s for s in await self.accounts.available_specialists() if self.is_online(s.id)]
+        return [
+            s for s in await self.accounts.available_specialists() if await self.is_online(s.id)
+        ]
 
     async def invite_specialist(
         self, handler: Staff, session_id: str, username: str | None = None
@@ -285,13 +287,13 @@ class ControlRoom:
         # Only one invitation rings per session: stop the earlier one, and tell its specialist.
         for earlier in await self.invitations.cancel_session(session.id):
             self._stop_timer(earlier.id)
-            self._tell_specialist(earlier, "cancelled")
+            await self._tell_specialist(earlier, "cancelled")
         invitation = await self.invitations.ring(session.id, chosen.id, handler.id)
         loop = asyncio.get_running_loop()
         self._timers[invitation.id] = loop.call_later(
             self.config.specialist_ring, self._spawn_time_out, invitation.id
         )
-        self._tell_specialist(invitation, "ringing", session)
+        await self._tell_specialist(invitation, "ringing", session)
         await self.note(session.id, "specialist_invited", invitation=invitation.id,
                         specialist=chosen.id, by=handler.id)
         log.info("specialist %d invited to session %s", chosen.id, session.id)
@@ -302,7 +304,7 @@ class ControlRoom:
         session = await self.own_session(handler, session_id)
         for invitation in await self.invitations.cancel_session(session.id):
             self._stop_timer(invitation.id)
-            self._tell_specialist(invitation, "cancelled")
+            await self._tell_specialist(invitation, "cancelled")
         await self.push_status(session.id)
 
     async def answer_invitation(
@@ -317,7 +319,7 @@ class ControlRoom:
                 "not_ringing", "This invitation is no longer open.", 409
             )
         self._stop_timer(invitation.id)
-        self._tell_specialist(invitation, state.value)
+        await self._tell_specialist(invitation, state.value)
         await self.note(invitation.session_id, f"specialist_{state.value}",
                         invitation=invitation.id, specialist=specialist.id)
         log.info("specialist %d %s invitation %s", specialist.id, state.value, invitation.id)
@@ -329,7 +331,7 @@ class ControlRoom:
         if await self.invitations.finish(invitation_id, InvitationState.TIMED_OUT):
             invitation = await self.invitations.get(invitation_id)
             assert invitation is not None
-            self._tell_specialist(invitation, "timed_out")
+            await self._tell_specialist(invitation, "timed_out")
             await self.note(invitation.session_id, "specialist_timed_out",
                             invitation=invitation.id, specialist=invitation.specialist_id)
             log.info("invitation %s timed out", invitation_id)
@@ -346,7 +348,7 @@ class ControlRoom:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _tell_specialist(
+    async def _tell_specialist(
         self, invitation: SpecialistInvitation, op: str, session: VideoSession | None = None
     ) -> None:
         message: dict[str, Any] = {
@@ -356,7 +358,7 @@ class ControlRoom:
         }
         if session is not None:
             message["incident_ref"] = session.incident_ref
-        self.hub.broadcast(lobby_key(invitation.specialist_id), message)
+        await self.hub.broadcast(lobby_key(invitation.specialist_id), message)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -458,10 +460,10 @@ class ControlRoom:
         return case
 
     async def push_status(self, session_id: str) -> None:
-        if not self.hub.sessions.get(session_id):
+        if not await self.hub.occupied(session_id):
             return
         status = await self.status(session_id)
-        self.hub.broadcast(session_id, {"type": "status", **status}, roles=STAFF_PARTICIPANTS)
+        await self.hub.broadcast(session_id, {"type": "status", **status}, roles=STAFF_PARTICIPANTS)
 
     async def close(self) -> None:
         for timer in self._timers.values():

@@ -13,14 +13,20 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from server.db import Database
 
 TOKEN_BYTES = 24
+MAX_TOKEN_LENGTH = 128  # longer input is refused unhashed: no stored token is that long
 
 
-def _hash(token: str) -> str:
+def secret_digest(token: str) -> str:
+    """What is stored instead of a link token or a credential: its SHA-256, in hex."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+_hash = secret_digest
 
 
 class LinkProblem(StrEnum):
@@ -98,6 +104,44 @@ class Credential:
     session_id: str
     role: str
     expires_at: float
+
+
+def check_usable(invite: Invite, now: float) -> None:
+    """Raise the LinkRefused the link's holder should see, or return if it can be used."""
+    if invite.redeemed_at is not None:
+        raise LinkRefused(LinkProblem.USED)
+    if invite.revoked_at is not None:
+        raise LinkRefused(
+            LinkProblem.ENDED if invite.revoke_reason == "ended" else LinkProblem.REVOKED
+        )
+    if invite.expires_at <= now:
+        raise LinkRefused(LinkProblem.EXPIRED)
+
+
+class InviteStore(Protocol):
+    """What the rest of the service uses of an invite link store (SQLite or Redis)."""
+
+    async def issue(self, session_id: str) -> tuple[Invite, str]: ...
+
+    async def get(self, invite_id: str) -> Invite | None: ...
+
+    async def latest(self, session_id: str) -> Invite | None: ...
+
+    async def record_sms(
+        self, invite_id: str, gateway: str, message_id: str | None, status: str,
+        error: str | None = None,
+    ) -> None: ...
+
+    async def record_delivery(self, message_id: str, status: str) -> Invite | None: ...
+
+    async def look(self, token: str, now: float | None = None) -> Invite: ...
+
+    async def redeem(self, token: str, now: float | None = None) -> tuple[Invite, Credential]:
+        ...
+
+    async def revoke(self, session_id: str, reason: str) -> int: ...
+
+    async def check_credential(self, token: str, now: float | None = None) -> Credential: ...
 
 
 class InviteBook:
@@ -179,7 +223,7 @@ class InviteBook:
     async def redeem(self, token: str, now: float | None = None) -> tuple[Invite, Credential]:
         """The victim's tap: uses the link up, once, for a session-bound credential."""
         now = time.time() if now is None else now
-        token_hash = _hash(token) if 0 < len(token) <= 128 else ""
+        token_hash = _hash(token) if 0 < len(token) <= MAX_TOKEN_LENGTH else ""
         secret = secrets.token_urlsafe(32)
         expires = now + self.credential_ttl
 
@@ -236,7 +280,7 @@ class InviteBook:
 
     async def check_credential(self, token: str, now: float | None = None) -> Credential:
         now = time.time() if now is None else now
-        if not token or len(token) > 128:
+        if not token or len(token) > MAX_TOKEN_LENGTH:
             raise LinkRefused(LinkProblem.UNKNOWN)
         row = await self.db.fetchone(
             "SELECT * FROM credentials WHERE token_hash = ?", (_hash(token),)
@@ -250,7 +294,7 @@ class InviteBook:
         return Credential(token, row["session_id"], row["role"], row["expires_at"])
 
     async def _by_token(self, token: str) -> Invite:
-        if not token or len(token) > 128:
+        if not token or len(token) > MAX_TOKEN_LENGTH:
             raise LinkRefused(LinkProblem.UNKNOWN)
         row = await self.db.fetchone(
             "SELECT * FROM invites WHERE token_hash = ?", (_hash(token),)
@@ -261,11 +305,4 @@ class InviteBook:
 
     @staticmethod
     def _check_usable(invite: Invite, now: float) -> None:
-        if invite.redeemed_at is not None:
-            raise LinkRefused(LinkProblem.USED)
-        if invite.revoked_at is not None:
-            raise LinkRefused(
-                LinkProblem.ENDED if invite.revoke_reason == "ended" else LinkProblem.REVOKED
-            )
-        if invite.expires_at <= now:
-            raise LinkRefused(LinkProblem.EXPIRED)
+        check_usable(invite, now)

@@ -9,21 +9,23 @@ from aiohttp import web
 from server.config import Config
 
 if TYPE_CHECKING:
-    from server.accounts import StaffAccounts
-    from server.auth import StaffSessions
+    from server.accounts import StaffAccountStore
+    from server.auth import StaffSessionStore
     from server.control_room import ControlRoom
-    from server.db import Database
+    from server.metrics import Metrics
     from server.record import CaseRecordStore
     from server.sms import SmsGateway
+    from server.stores import Stores
     from signaling.endpoint import SignalingEndpoint
     from signaling.hub import Hub
 
 CONFIG = web.AppKey("config", Config)
-DB: web.AppKey[Database] = web.AppKey("db")
-ACCOUNTS: web.AppKey[StaffAccounts] = web.AppKey("accounts")
-STAFF_SESSIONS: web.AppKey[StaffSessions] = web.AppKey("staff_sessions")
+STORES: web.AppKey[Stores] = web.AppKey("stores")
+ACCOUNTS: web.AppKey[StaffAccountStore] = web.AppKey("accounts")
+STAFF_SESSIONS: web.AppKey[StaffSessionStore] = web.AppKey("staff_sessions")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
 SMS: web.AppKey[SmsGateway] = web.AppKey("sms")
 ROOM: web.AppKey[ControlRoom] = web.AppKey("room")
 ENDPOINT: web.AppKey[SignalingEndpoint] = web.AppKey("endpoint")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 RECORD: web.AppKey[CaseRecordStore] = web.AppKey("record")

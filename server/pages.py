@@ -133,7 +133,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     session = current_staff(request)
     if session is not None:
         # Signing out closes this person's live sockets too; they cannot resume.
-        request.app[keys.HUB].kick_staff(session.staff.id, "signed_out")
+        await request.app[keys.HUB].kick_staff(session.staff.id, "signed_out")
     response = see_other("/login")
     clear_session_cookie(response, config)
     return response

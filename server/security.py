@@ -9,6 +9,7 @@ from aiohttp import web
 from server import keys
 from server.auth import Handler
 from server.phone import PhoneNumberError
+from server.redis_link import REDIS_DOWN
 from server.refusals import ControlRoomError
 from server.sessions import SessionInputError
 
@@ -75,6 +76,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if request.path.startswith("/api/"):
             return web.json_response({"error": code, "message": str(exc)}, status=400)
         return web.Response(status=400, text=str(exc), content_type="text/plain")
+    except REDIS_DOWN as exc:
+        # The shared store is away: say so plainly and ask for a retry; nothing was written.
+        log.warning("store unreachable on %s %s (%s)", request.method,
+                    request.match_info.route.name or "route", type(exc).__name__)
+        headers = {"Retry-After": "5"}
+        if request.path.startswith("/api/"):
+            return web.json_response({"error": "unavailable", "message": UNAVAILABLE},
+                                     status=503, headers=headers)
+        return web.Response(status=503, text=UNAVAILABLE, content_type="text/plain",
+                            headers=headers)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.match_info.route.name
                       or "route")
@@ -86,6 +97,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             status=500, text="Something went wrong. Please try again.", content_type="text/plain"
         )
 
+
+UNAVAILABLE = ("The service cannot reach its records for a moment, so nothing was saved and no "
+               "new call can start. Calls already connected keep their video. Please try again "
+               "in a few seconds.")
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 413: "too_large"}

@@ -99,7 +99,7 @@ class ControlRoomHooks:
                 # A specialist who reconnects still hears invitations that ring for them.
                 for invitation in await self.room.invitations.ringing_for(staff.id):
                     session = await self.room.sessions.get(invitation.session_id)
-                    participant.deliver({
+                    await self.room.hub.deliver(participant, {
                         "type": "invitation", "op": "ringing", "invitation": invitation.id,
                         "session": invitation.session_id, "since": invitation.created_at,
                         "expires_at": invitation.expires_at,
@@ -206,7 +206,7 @@ class ControlRoomHooks:
         if state not in ("connected", "disconnected", "failed"):
             raise ProtocolError(ErrorCode.BAD_FIELD, "state: connected, disconnected or failed")
         peer = args.get("peer")
-        target = self.room.hub.participants.get(peer) if isinstance(peer, str) else None
+        target = await self.room.hub.lookup(peer) if isinstance(peer, str) else None
         if target is None or target.session != participant.session:
             raise ProtocolError(ErrorCode.UNKNOWN_PEER, "no such peer in your session")
         if state == "connected" and Role.VICTIM in (participant.role, target.role) \

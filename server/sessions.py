@@ -13,6 +13,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from server.db import Database
 
@@ -114,6 +115,68 @@ def validate_incident_ref(raw: str) -> str:
     return ref
 
 
+def validate_new_session(incident_ref: str, language: str) -> str:
+    """The cleaned incident reference, or SessionInputError; shared by every store."""
+    ref = validate_incident_ref(incident_ref)
+    if language not in LANGUAGES:
+        raise SessionInputError(f"Language must be one of {', '.join(LANGUAGES)}.")
+    return ref
+
+
+class VideoSessionStore(Protocol):
+    """What the rest of the service uses of a video session store (SQLite or Redis)."""
+
+    async def create(
+        self, incident_ref: str, phone_e164: str, handler_id: int, language: str = "en",
+        contact_link: str | None = None,
+    ) -> VideoSession: ...
+
+    async def get(self, session_id: str) -> VideoSession | None: ...
+
+    async def for_handler(self, handler_id: int, limit: int = 50) -> list[VideoSession]: ...
+
+    async def for_specialist(self, specialist_id: int, limit: int = 50) -> list[VideoSession]:
+        ...
+
+    async def recent(self, limit: int = 100) -> list[VideoSession]: ...
+
+    async def earlier_contacts(self, session_id: str) -> list[VideoSession]: ...
+
+    async def advance(
+        self, session_id: str, target: SessionState, reason: str | None = None
+    ) -> VideoSession: ...
+
+    async def reach(self, session_id: str, target: SessionState) -> VideoSession: ...
+
+    async def forget_phone(self, session_id: str) -> None: ...
+
+
+async def walk_forward(
+    store: VideoSessionStore, session_id: str, target: SessionState
+) -> VideoSession:
+    """`reach` for any store: advance step by step until `target`, or stop if beyond it.
+
+    Never moves an ended session.
+    """
+    session = await store.get(session_id)
+    if session is None:
+        raise KeyError(session_id)
+    if session.ended:
+        raise IllegalTransition(session.state, target)
+    while ORDER.index(session.state) < ORDER.index(target):
+        nxt = ORDER[ORDER.index(session.state) + 1]
+        try:
+            session = await store.advance(session_id, nxt)
+        except IllegalTransition:
+            # Someone else moved it meanwhile; re-read and go on from there.
+            fresh = await store.get(session_id)
+            assert fresh is not None
+            if fresh.ended:
+                raise
+            session = fresh
+    return session
+
+
 class VideoSessions:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -122,9 +185,7 @@ class VideoSessions:
         self, incident_ref: str, phone_e164: str, handler_id: int, language: str = "en",
         contact_link: str | None = None,
     ) -> VideoSession:
-        ref = validate_incident_ref(incident_ref)
-        if language not in LANGUAGES:
-            raise SessionInputError(f"Language must be one of {', '.join(LANGUAGES)}.")
+        ref = validate_new_session(incident_ref, language)
         session_id = secrets.token_hex(8)
         now = time.time()
         await self.db.execute(
@@ -206,20 +267,8 @@ class VideoSessions:
         Used where an event proves earlier steps happened (a redeemed link was opened).
         Never moves an ended session.
         """
-        session = await self.get(session_id)
-        if session is None:
-            raise KeyError(session_id)
-        if session.ended:
-            raise IllegalTransition(session.state, target)
-        while ORDER.index(session.state) < ORDER.index(target):
-            nxt = ORDER[ORDER.index(session.state) + 1]
-            try:
-                session = await self.advance(session_id, nxt)
-            except IllegalTransition:
-                # Someone else moved it meanwhile; re-read and go on from there.
-                fresh = await self.get(session_id)
-                assert fresh is not None
-                if fresh.ended:
-                    raise
-                session = fresh
-        return session
+        return await walk_forward(self, session_id, target)
+
+    async def forget_phone(self, session_id: str) -> None:
+        """Blank the (masked) number kept on the session row, as retention does on purge."""
+        await self.db.execute("UPDATE video_sessions SET phone = '' WHERE id = ?", (session_id,))

@@ -11,6 +11,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from server.db import Database
 
@@ -46,6 +47,37 @@ class SpecialistInvitation:
             expires_at=row["expires_at"],
             answered_at=row["answered_at"],
         )
+
+
+class InvitationStore(Protocol):
+    """What the rest of the service uses of a specialist invitation store (SQLite or Redis)."""
+
+    async def ring(
+        self, session_id: str, specialist_id: int, invited_by: int
+    ) -> SpecialistInvitation: ...
+
+    async def get(self, invitation_id: str) -> SpecialistInvitation | None: ...
+
+    async def latest(self, session_id: str) -> SpecialistInvitation | None: ...
+
+    async def tried(self, session_id: str) -> set[int]: ...
+
+    async def ringing_for(self, specialist_id: int) -> list[SpecialistInvitation]: ...
+
+    async def has_accepted(self, session_id: str, specialist_id: int) -> bool: ...
+
+    async def was_invited(self, session_id: str, specialist_id: int) -> bool: ...
+
+    async def answer(
+        self, invitation_id: str, specialist_id: int, state: InvitationState,
+        now: float | None = None,
+    ) -> SpecialistInvitation | None: ...
+
+    async def finish(self, invitation_id: str, state: InvitationState) -> bool: ...
+
+    async def expire_stale(self, now: float | None = None) -> int: ...
+
+    async def cancel_session(self, session_id: str) -> list[SpecialistInvitation]: ...
 
 
 class SpecialistInvitations:

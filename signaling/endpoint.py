@@ -12,9 +12,12 @@ import logging
 import secrets
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from signaling.hub import Hub
 from signaling.participant import Admission, Connection, Participant, is_lobby
@@ -94,11 +97,20 @@ class TokenBucket:
         return True
 
 
+@dataclass
+class EndpointCounts:
+    """Running totals for /metrics."""
+
+    relayed: int = 0  # signal, chat, advice and location messages passed on
+    resumes: int = 0
+
+
 class SignalingEndpoint:
     def __init__(self, hub: Hub, hooks: SessionHooks, heartbeat: float = 20.0) -> None:
         self.hub = hub
         self.hooks = hooks
         self.heartbeat = heartbeat
+        self.counts = EndpointCounts()
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(
@@ -107,17 +119,26 @@ class SignalingEndpoint:
         await ws.prepare(request)
         connection = Connection(ws)
         session = _SocketSession(self, request, connection)
+        connection.on_close = session.stop_reading
         try:
             await session.run(ws)
         finally:
             if session.participant is not None:
-                self.hub.detach(session.participant, connection)
+                try:
+                    await self.hub.detach(session.participant, connection)
+                except Exception:
+                    # The hub's store is away; its housekeeping marks the participant away
+                    # once it is back. The socket is gone either way.
+                    log.warning("could not mark participant %s away", session.participant.pid)
             if not connection.closing:
                 connection.close(1000, "closed")
             try:
                 await asyncio.wait_for(connection.wait_closed(), timeout=5)
             except TimeoutError:
                 connection.cancel()
+            # Closed from this task, with no read pending, so the client's close reply is
+            # read and it sees our code and reason.
+            await ws.close(code=connection.close_code, message=connection.close_reason)
         return ws
 
 
@@ -135,6 +156,12 @@ class _SocketSession:
         self.participant: Participant | None = None
         self.bucket = TokenBucket(RATE_PER_SECOND, RATE_BURST)
         self.strikes: deque[float] = deque()
+        self._reader: asyncio.Task[Any] | None = None  # set while waiting for a frame
+
+    def stop_reading(self) -> None:
+        """The connection is closing: stop waiting for the client's next frame."""
+        if self._reader is not None:
+            self._reader.cancel()
 
     async def run(self, ws: web.WebSocketResponse) -> None:
         loop = asyncio.get_running_loop()
@@ -152,7 +179,16 @@ class _SocketSession:
             try:
                 if timeout is not None and timeout <= 0:
                     raise TimeoutError
-                msg = await ws.receive(timeout=timeout)
+                self._reader = asyncio.current_task()
+                try:
+                    msg = await ws.receive(timeout=timeout)
+                finally:
+                    self._reader = None
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self.connection.closing and task is not None and task.uncancel() == 0:
+                    return  # our own stop_reading: the socket is being closed
+                raise
             except TimeoutError:
                 self.send_error(ErrorCode.HELLO_FIRST, "no hello received in time")
                 self.connection.close(1008, "hello_timeout")
@@ -176,6 +212,11 @@ class _SocketSession:
             await self.dispatch(message)
         except ProtocolError as exc:
             self.strike(exc)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            # The shared store is away (scale-out mode): nothing was delivered; say so.
+            log.warning("store unreachable handling a frame (%s)", type(exc).__name__)
+            self.send_error(ErrorCode.UNAVAILABLE,
+                            "the service is briefly unavailable; send that again in a moment")
         except Exception:
             # Nothing a client sends may take the server down; log without its content.
             log.exception("unexpected error handling a frame")
@@ -209,13 +250,15 @@ class _SocketSession:
             return
         if participant is None:
             raise ProtocolError(ErrorCode.HELLO_FIRST, "send hello first")
+        if not isinstance(message, Control):
+            self.endpoint.counts.relayed += 1
         if isinstance(message, Signal):
             body: dict[str, Any] = {"type": "signal", "from": participant.pid}
             if message.description is not None:
                 body["description"] = message.description
             else:
                 body["candidate"] = message.candidate
-            self.hub.route(participant, message.to, body)
+            await self.hub.route(participant, message.to, body)
         elif isinstance(message, Chat):
             self.require_session(participant)
             chat: dict[str, Any] = {
@@ -225,8 +268,8 @@ class _SocketSession:
             }
             chat.update({"text": message.text} if message.text is not None
                         else {"canned": message.canned})
-            self.hub.broadcast(participant.session, chat)
-            self.hub.remember(participant.session, chat)
+            await self.hub.broadcast(participant.session, chat)
+            await self.hub.remember(participant.session, chat)
             await self.hooks.said(participant, chat)
         elif isinstance(message, Advice):
             self.require_session(participant)
@@ -237,8 +280,8 @@ class _SocketSession:
                 "role": participant.role.value, "name": participant.admission.display_name,
                 "text": message.text, "ts": time.time(),
             }
-            self.hub.broadcast(participant.session, advice, roles=STAFF_ROLES)
-            self.hub.remember(participant.session, advice)
+            await self.hub.broadcast(participant.session, advice, roles=STAFF_ROLES)
+            await self.hub.remember(participant.session, advice)
             await self.hooks.said(participant, advice)
         elif isinstance(message, Location):
             self.require_session(participant)
@@ -248,12 +291,12 @@ class _SocketSession:
                 "type": "location", "from": participant.pid, "lat": message.lat,
                 "lon": message.lon, "accuracy": message.accuracy, "ts": message.ts,
             }
-            self.hub.broadcast(participant.session, location, roles=STAFF_ROLES)
-            self.hub.remember(participant.session, location)
+            await self.hub.broadcast(participant.session, location, roles=STAFF_ROLES)
+            await self.hub.remember(participant.session, location)
             await self.hooks.said(participant, location)
         elif isinstance(message, Control):
             if message.op == "leave":
-                self.hub.leave(participant, "left")
+                await self.hub.leave(participant, "left")
                 self.participant = None
                 return
             await self.hooks.control(participant, message)
@@ -269,29 +312,30 @@ class _SocketSession:
             resume = hello.resume
             # Vetted before it is attached, so a refused resume leaves the old socket alone.
             extra = await self.hooks.welcome(
-                self.request, self.hub.resumable(resume.pid, resume.secret)
+                self.request, await self.hub.check_resume(resume.pid, resume.secret)
             )
             # Messages for the participant wait behind the welcome and the replayed frames.
             self.connection.hold()
             try:
-                participant, missed = self.hub.resume(
+                participant, missed = await self.hub.resume(
                     resume.pid, resume.secret, resume.last_seq, self.connection
                 )
             except BaseException:
                 self.connection.release([])
                 raise
             self.participant = participant
+            self.endpoint.counts.resumes += 1
         else:
             admission = await self.hooks.admit(self.request, hello)
             self.connection.hold()
-            participant, missed = self.hub.admit(admission, self.connection), []
+            participant, missed = await self.hub.admit(admission, self.connection), []
             try:
                 extra = await self.hooks.welcome(self.request, participant)
             except BaseException:
                 # Refused after all: it leaves the session; this socket stays open for the
                 # error and another hello.
                 participant.connection = None
-                self.hub.leave(participant, "refused")
+                await self.hub.leave(participant, "refused")
                 self.connection.release([])
                 raise
             self.participant = participant
@@ -303,7 +347,7 @@ class _SocketSession:
             "session": None if is_lobby(participant.session) else participant.session,
             "resume_secret": participant.resume_secret,
             "resumed": resumed,
-            "peers": [p.describe() for p in self.hub.peers_of(participant)]
+            "peers": await self.hub.peers_of(participant)
             if not is_lobby(participant.session) else [],
             **extra,
         })

@@ -1,8 +1,10 @@
 """The Hub: who is in which session, and getting messages to them.
 
-Single-node and in-process. A participant whose socket drops stays in its session as "away"
-for the resume window, so peers keep their media (it is peer to peer) and the participant can
-pick up where it left off; after the window it leaves for good.
+`Hub` is the interface the endpoint and the control room use; `LocalHub` is the embedded,
+single-node implementation kept in this process (signaling/redis_hub.py has the scale-out one).
+A participant whose socket drops stays in its session as "away" for the resume window, so
+peers keep their media (it is peer to peer) and the participant can pick up where it left off;
+after the window it leaves for good.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from signaling.participant import Admission, Connection, Participant, is_lobby
 from signaling.protocol import ErrorCode, ProtocolError, Role
@@ -23,7 +26,82 @@ HISTORY_MESSAGES = 200
 LeftListener = Callable[[Participant, str], Coroutine[Any, Any, None]]
 
 
-class Hub:
+@dataclass(frozen=True)
+class PeerInfo:
+    """What the hub knows of a participant that may live on another node."""
+
+    pid: str
+    session: str
+    role: Role
+    present: bool
+
+
+@dataclass(frozen=True)
+class HubStats:
+    live_sessions: int  # sessions (not staff desks) with someone in them
+    sockets: int  # participants connected to this node
+
+
+class Hub(Protocol):
+    """Membership and delivery, whichever node holds each participant's socket."""
+
+    resume_window: float
+    on_left: LeftListener | None
+
+    async def admit(self, admission: Admission, connection: Connection) -> Participant: ...
+
+    async def check_resume(self, pid: str, secret: str) -> Participant:
+        """The participant a resume names (a stand-in on this node), if the secret is right;
+        changes nothing."""
+
+    async def resume(self, pid: str, secret: str, last_seq: int, connection: Connection) -> (
+        tuple[Participant, list[str]]
+    ): ...
+
+    async def detach(self, participant: Participant, connection: Connection) -> None: ...
+
+    async def leave(self, participant: Participant, reason: str) -> None: ...
+
+    async def remember(self, session: str, message: dict[str, Any]) -> None: ...
+
+    async def deliver(self, participant: Participant, message: dict[str, Any]) -> None: ...
+
+    async def broadcast(
+        self, session: str, message: dict[str, Any], *, roles: Iterable[Role] | None = None,
+        exclude: Participant | None = None,
+    ) -> int: ...
+
+    async def route(self, sender: Participant, to: str, message: dict[str, Any]) -> None: ...
+
+    async def peers_of(self, participant: Participant) -> list[dict[str, Any]]:
+        """How the participant's peers look (`describe()`), for its welcome."""
+
+    async def lookup(self, pid: str) -> PeerInfo | None: ...
+
+    async def occupied(self, session: str) -> bool:
+        """Is anyone (present or away) in the session?"""
+
+    async def online(self, session: str) -> bool:
+        """Is anyone in the session connected right now?"""
+
+    async def has_history(self, session: str) -> bool: ...
+
+    async def end_session(self, session: str, reason: str) -> int: ...
+
+    async def kick_staff(self, staff_id: int, reason: str) -> int: ...
+
+    def stats(self) -> HubStats:
+        """Sockets and sessions held by this node."""
+
+    def held(self) -> list[Participant]:
+        """The participants whose socket this node holds."""
+
+    async def close(self) -> None: ...
+
+
+class LocalHub:
+    """The embedded hub: everything in this process's memory."""
+
     def __init__(self, resume_window: float = 60.0) -> None:
         self.resume_window = resume_window
         self.sessions: dict[str, dict[str, Participant]] = {}
@@ -38,7 +116,7 @@ class Hub:
 
     # -- membership -------------------------------------------------------------------------
 
-    def admit(self, admission: Admission, connection: Connection) -> Participant:
+    async def admit(self, admission: Admission, connection: Connection) -> Participant:
         """A fresh participant. One identity holds one place per session: a second tab or a
         new device replaces the first, whose socket is told why and closed."""
         if admission.session in self.ended:
@@ -61,13 +139,16 @@ class Hub:
         self._replay_history(participant)
         self.participants[participant.pid] = participant
         if not is_lobby(admission.session):
-            self.broadcast(
+            self._broadcast(
                 admission.session,
                 {"type": "peer", "op": "joined", **participant.describe()},
                 exclude=participant,
             )
         log.info("participant %s joined as %s", participant.pid, participant.role.value)
         return participant
+
+    async def check_resume(self, pid: str, secret: str) -> Participant:
+        return self.resumable(pid, secret)
 
     def resumable(self, pid: str, secret: str) -> Participant:
         """The participant a resume names, if the secret is right; changes nothing."""
@@ -78,7 +159,7 @@ class Hub:
             )
         return participant
 
-    def remember(self, session: str, message: dict[str, Any]) -> None:
+    async def remember(self, session: str, message: dict[str, Any]) -> None:
         """Keep a chat, advice or location message for participants who join later."""
         if message["type"] == "location":
             self.last_location[session] = message
@@ -96,7 +177,7 @@ class Hub:
         if location is not None and staff:
             participant.deliver({**location, "replay": True})
 
-    def resume(self, pid: str, secret: str, last_seq: int, connection: Connection) -> tuple[
+    async def resume(self, pid: str, secret: str, last_seq: int, connection: Connection) -> tuple[
         Participant, list[str]
     ]:
         """Re-attach a participant to a new socket; returns it and the frames it missed."""
@@ -115,7 +196,7 @@ class Hub:
         participant.connection = connection
         participant.away_since = None
         if was_away and not is_lobby(participant.session):
-            self.broadcast(
+            self._broadcast(
                 participant.session,
                 {"type": "peer", "op": "updated", **participant.describe()},
                 exclude=participant,
@@ -123,7 +204,7 @@ class Hub:
         log.info("participant %s resumed after seq %d", pid, last_seq)
         return participant, missed
 
-    def detach(self, participant: Participant, connection: Connection) -> None:
+    async def detach(self, participant: Participant, connection: Connection) -> None:
         """The socket went away; keep the place for the resume window."""
         if participant.connection is not connection or participant.pid not in self.participants:
             return
@@ -134,7 +215,7 @@ class Hub:
             self.resume_window, self._expire, participant.pid
         )
         if not is_lobby(participant.session):
-            self.broadcast(
+            self._broadcast(
                 participant.session,
                 {"type": "peer", "op": "updated", **participant.describe()},
                 exclude=participant,
@@ -145,7 +226,7 @@ class Hub:
         if participant is not None and participant.connection is None:
             self._remove(participant, "timeout")
 
-    def leave(self, participant: Participant, reason: str) -> None:
+    async def leave(self, participant: Participant, reason: str) -> None:
         """The participant said goodbye (or was removed): it leaves now, no resume."""
         if participant.pid in self.participants:
             self._remove(participant, reason)
@@ -163,7 +244,7 @@ class Hub:
             participant.connection.close(1000, reason)
             participant.connection = None
         if not is_lobby(participant.session):
-            self.broadcast(
+            self._broadcast(
                 participant.session,
                 {"type": "peer", "op": "left", "pid": participant.pid,
                  "role": participant.role.value, "reason": reason},
@@ -174,7 +255,7 @@ class Hub:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def end_session(self, session: str, reason: str) -> int:
+    async def end_session(self, session: str, reason: str) -> int:
         """Everyone leaves with a `bye`; nobody can join again. Returns how many were in."""
         self.ended.add(session)
         self.history.pop(session, None)
@@ -184,7 +265,7 @@ class Hub:
             self._remove(participant, reason)
         return len(members)
 
-    def kick_staff(self, staff_id: int, reason: str) -> int:
+    async def kick_staff(self, staff_id: int, reason: str) -> int:
         """Remove every participant of one staff member (signed out, disabled)."""
         gone = [p for p in self.participants.values() if p.admission.staff_id == staff_id]
         for participant in gone:
@@ -196,10 +277,47 @@ class Hub:
     def members(self, session: str) -> Iterable[Participant]:
         return list(self.sessions.get(session, {}).values())
 
-    def peers_of(self, participant: Participant) -> list[Participant]:
-        return [p for p in self.members(participant.session) if p is not participant]
+    async def peers_of(self, participant: Participant) -> list[dict[str, Any]]:
+        return [p.describe() for p in self.members(participant.session) if p is not participant]
 
-    def broadcast(
+    async def deliver(self, participant: Participant, message: dict[str, Any]) -> None:
+        participant.deliver(message)
+
+    async def lookup(self, pid: str) -> PeerInfo | None:
+        participant = self.participants.get(pid)
+        if participant is None:
+            return None
+        return PeerInfo(pid, participant.session, participant.role, participant.present)
+
+    async def occupied(self, session: str) -> bool:
+        return bool(self.sessions.get(session))
+
+    async def online(self, session: str) -> bool:
+        return any(p.present for p in self.members(session))
+
+    async def has_history(self, session: str) -> bool:
+        return session in self.history or session in self.last_location
+
+    def held(self) -> list[Participant]:
+        return [p for p in self.participants.values() if p.present]
+
+    def stats(self) -> HubStats:
+        return HubStats(
+            live_sessions=sum(1 for key in self.sessions if not is_lobby(key)),
+            sockets=sum(1 for p in self.participants.values() if p.present),
+        )
+
+    async def broadcast(
+        self,
+        session: str,
+        message: dict[str, Any],
+        *,
+        roles: Iterable[Role] | None = None,
+        exclude: Participant | None = None,
+    ) -> int:
+        return self._broadcast(session, message, roles=roles, exclude=exclude)
+
+    def _broadcast(
         self,
         session: str,
         message: dict[str, Any],
@@ -218,7 +336,7 @@ class Hub:
             count += 1
         return count
 
-    def route(self, sender: Participant, to: str, message: dict[str, Any]) -> None:
+    async def route(self, sender: Participant, to: str, message: dict[str, Any]) -> None:
         """Deliver to one peer of the sender's own session, or refuse."""
         target = self.participants.get(to)
         if target is None or target is sender or target.session != sender.session \

@@ -14,6 +14,7 @@ import hmac
 import logging
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,6 +64,13 @@ class Connection:
         self._queue: asyncio.Queue[tuple[str, int, bytes] | str] = asyncio.Queue()
         self._writer = asyncio.get_running_loop().create_task(self._write())
         self.closing = False
+        self.close_code = 1000
+        self.close_reason = b""
+        # Set by the endpoint that reads this socket: it then closes the socket itself, from
+        # its own task, once the writer has sent everything queued. (aiohttp's close() from
+        # another task while a read is pending drops the connection before the client's
+        # close reply, so clients would see 1006 rather than our code.)
+        self.on_close: Callable[[], None] | None = None
         self._held: list[str] | None = None
 
     def hold(self) -> None:
@@ -94,15 +102,19 @@ class Connection:
         if self.closing:
             return
         self.closing = True
-        self._queue.put_nowait(("close", code, reason.encode()[:120]))
+        self.close_code, self.close_reason = code, reason.encode()[:120]
+        self._queue.put_nowait(("close", code, self.close_reason))
+        if self.on_close is not None:
+            self.on_close()
 
     async def _write(self) -> None:
         while True:
             item = await self._queue.get()
             try:
                 if isinstance(item, tuple):
-                    _, code, reason = item
-                    await self.socket.close(code=code, message=reason)
+                    if self.on_close is None:
+                        _, code, reason = item
+                        await self.socket.close(code=code, message=reason)
                     return
                 if self.socket.closed:
                     return
@@ -131,6 +143,7 @@ class Participant:
     away_since: float | None = None
     expiry: asyncio.TimerHandle | None = None
     joined_at: float = 0.0
+    epoch: int = 1  # which attachment of this participant a node holds (RedisHub)
 
     def __post_init__(self) -> None:
         self._secret_hash = hashlib.sha256(self.resume_secret.encode()).digest()

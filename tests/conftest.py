@@ -2,17 +2,52 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.live import LiveServer, start_server
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the whole run, on a free port; tests get it empty."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[LiveServer]:
-    server = await start_server(tmp_path)
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of an empty Redis (restarted if an earlier test stopped it)."""
+    if redis_server.process is None or not redis_server.ping():
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url
+
+
+BACKENDS = ("embedded", "redis")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Server settings for one backend: {} for the embedded SQLite default, or the URL of an
+    empty real redis-server of the tests' own. Every test taking it runs against both."""
+    if request.param == "redis":
+        return {"redis_url": request.getfixturevalue("redis_url")}
+    return {}
+
+
+@pytest.fixture
+async def live(backend: dict[str, Any], tmp_path: Path) -> AsyncIterator[LiveServer]:
+    """A real server on a real port, on each backend in turn."""
+    server = await start_server(tmp_path, **backend)
     try:
         yield server
     finally:

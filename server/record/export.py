@@ -25,18 +25,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from server.accounts import StaffAccounts, StaffRole
+from server.accounts import Staff, StaffRole
 from server.config import Config
-from server.db import Database
 from server.evidence import ADDED_KIND, EXTENSIONS, EvidenceStore
-from server.record.keys import service_keyring
-from server.record.store import SessionShredded, SqliteCaseRecordStore
+from server.record.store import CaseRecordStore, SessionShredded
 
 log = logging.getLogger("erv.record")
 
@@ -51,6 +49,12 @@ EXPORTED_KIND = "record_exported"
 
 class ExportError(Exception):
     """An export is refused or cannot be made; the message says why."""
+
+
+class StaffDirectory(Protocol):
+    """What an export needs of the staff accounts (SQLite or Redis): who the exporter is."""
+
+    async def by_username(self, username: str) -> Staff | None: ...
 
 
 def signing_key_path(config: Config) -> Path:
@@ -129,74 +133,72 @@ class ExportResult:
 
 
 async def export_session(
-    config: Config, session_id: str, by: str, out_dir: Path, now: float | None = None
+    record: CaseRecordStore, accounts: StaffDirectory, config: Config, session_id: str, by: str,
+    out_dir: Path, now: float | None = None,
 ) -> ExportResult:
-    """Write the signed bundle of `session_id` to `out_dir` on behalf of auditor `by`."""
+    """Write the signed bundle of `session_id` to `out_dir` on behalf of auditor `by`.
+
+    `record` and `accounts` are open stores of either backend; `config` gives the signing
+    key's place and the evidence folder.
+    """
     _check_out_dir(out_dir)
     signing_key = load_or_create_signing_key(signing_key_path(config))
-    db = Database(config.db_path)
-    await db.open()
+    auditor = await accounts.by_username(by)
+    if auditor is None or auditor.role is not StaffRole.AUDITOR:
+        log.warning("export of session %s refused: %r is not an auditor account", session_id,
+                    by)
+        raise ExportError(f"export refused: {by!r} is not an active auditor account")
     try:
-        auditor = await StaffAccounts(db).by_username(by)
-        if auditor is None or auditor.role is not StaffRole.AUDITOR:
-            log.warning("export of session %s refused: %r is not an auditor account", session_id,
-                        by)
-            raise ExportError(f"export refused: {by!r} is not an active auditor account")
-        store = SqliteCaseRecordStore(db, service_keyring(config))
-        await store.open()
-        try:
-            events = await store.read(session_id)
-        except SessionShredded:
-            msg = f"session {session_id} was purged: its record is unreadable"
-            raise ExportError(msg) from None
-        if not events:
-            raise ExportError(f"no case record for session {session_id}")
-        # Evidence files go into the bundle decrypted; their keys then stay out of it.
-        evidence = EvidenceStore(config.data_dir, store, config.evidence_max_bytes)
-        evidence_files: dict[str, bytes] = {}
-        for event in events:
-            if event.header.kind == ADDED_KIND:
-                item, data = await evidence.read(session_id, str(event.body["evidence"]))
-                extension = EXTENSIONS.get(item.content_type, "bin")
-                evidence_files[f"evidence-{item.id}.{extension}"] = data
-        head_row = await db.fetchone("SELECT seq FROM case_record_head WHERE id = 1")
-        head_seq = int(head_row["seq"]) if head_row else 0
-        exported_at = time.time() if now is None else now
-        events_bytes = _json_bytes({
-            "session": session_id,
-            "events": [
-                {
-                    "header": {
-                        "seq": e.header.seq, "at": e.header.at, "session": e.header.session_ref,
-                        "kind": e.header.kind, "key_id": e.header.key_id,
-                    },
-                    "body": {k: v for k, v in e.body.items()
-                             if not (e.header.kind == ADDED_KIND and k == "key")},
-                }
-                for e in events
-            ],
-        })
-        public = signing_key.public_key()
-        signer_bytes = public_pem(public)
-        manifest_bytes = _json_bytes({
-            "format": FORMAT,
-            "session": session_id,
-            "exported_at": exported_at,
-            "exported_by": auditor.username,
-            "record_head_seq": head_seq,
-            "events": len(events),
-            "signer": fingerprint(public),
-            "files": {EVENTS_FILE: _sha256(events_bytes), SIGNER_FILE: _sha256(signer_bytes),
-                      **{name: _sha256(data) for name, data in evidence_files.items()}},
-        })
-        signature = signing_key.sign(manifest_bytes)
-        # Written to the record before the files: an export is never missing from the record.
-        await store.append(session_id, EXPORTED_KIND, {
-            "by": auditor.username, "staff_id": auditor.id, "events": len(events),
-            "record_head_seq": head_seq, "manifest_sha256": _sha256(manifest_bytes),
-        })
-    finally:
-        await db.close()
+        events = await record.read(session_id)
+    except SessionShredded:
+        msg = f"session {session_id} was purged: its record is unreadable"
+        raise ExportError(msg) from None
+    if not events:
+        raise ExportError(f"no case record for session {session_id}")
+    # Evidence files go into the bundle decrypted; their keys then stay out of it.
+    evidence = EvidenceStore(config.data_dir, record, config.evidence_max_bytes)
+    evidence_files: dict[str, bytes] = {}
+    for event in events:
+        if event.header.kind == ADDED_KIND:
+            item, data = await evidence.read(session_id, str(event.body["evidence"]))
+            extension = EXTENSIONS.get(item.content_type, "bin")
+            evidence_files[f"evidence-{item.id}.{extension}"] = data
+    head = await record.head()
+    head_seq = head.seq if head else 0
+    exported_at = time.time() if now is None else now
+    events_bytes = _json_bytes({
+        "session": session_id,
+        "events": [
+            {
+                "header": {
+                    "seq": e.header.seq, "at": e.header.at, "session": e.header.session_ref,
+                    "kind": e.header.kind, "key_id": e.header.key_id,
+                },
+                "body": {k: v for k, v in e.body.items()
+                         if not (e.header.kind == ADDED_KIND and k == "key")},
+            }
+            for e in events
+        ],
+    })
+    public = signing_key.public_key()
+    signer_bytes = public_pem(public)
+    manifest_bytes = _json_bytes({
+        "format": FORMAT,
+        "session": session_id,
+        "exported_at": exported_at,
+        "exported_by": auditor.username,
+        "record_head_seq": head_seq,
+        "events": len(events),
+        "signer": fingerprint(public),
+        "files": {EVENTS_FILE: _sha256(events_bytes), SIGNER_FILE: _sha256(signer_bytes),
+                  **{name: _sha256(data) for name, data in evidence_files.items()}},
+    })
+    signature = signing_key.sign(manifest_bytes)
+    # Written to the record before the files: an export is never missing from the record.
+    await record.append(session_id, EXPORTED_KIND, {
+        "by": auditor.username, "staff_id": auditor.id, "events": len(events),
+        "record_head_seq": head_seq, "manifest_sha256": _sha256(manifest_bytes),
+    })
     _write_bundle(out_dir, {
         EVENTS_FILE: events_bytes, SIGNER_FILE: signer_bytes, MANIFEST_FILE: manifest_bytes,
         SIGNATURE_FILE: base64.b64encode(signature) + b"\n", **evidence_files,

@@ -5,6 +5,10 @@ reading a record does not keep it alive. Purging destroys the session's data key
 (`store.shred`), so its content can never be decrypted again while the hash chain, which
 covers ciphertexts, still verifies; the session's masked number in `video_sessions` is
 blanked too. Nothing readable about a purged session is written anywhere: only counts.
+
+`RetentionStore` is the interface; `Retention` here keeps holds in the SQLite database next
+to the record, `server.redis_backend.retention.RedisRetention` in Redis. Both judge age from
+the case record alone (the last non-access event's time), never from the sessions table.
 """
 
 from __future__ import annotations
@@ -17,10 +21,9 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from server.config import Config
 from server.db import Database
-from server.record.keys import service_keyring
 from server.record.store import SqliteCaseRecordStore
 
 log = logging.getLogger("erv.record")
@@ -47,11 +50,56 @@ class PurgeResult:
     held: int  # sessions past retention but kept for a legal hold
 
 
-def _operator() -> str:
+class RetentionStore(Protocol):
+    """Legal holds and purging, over whichever backend keeps the case record."""
+
+    async def open(self) -> None:
+        """Prepare the storage (create tables); safe to call more than once."""
+        ...
+
+    async def hold(self, session_ref: str, reason: str, by: str | None = None,
+                   now: float | None = None) -> None:
+        """Keep the session through purges; RetentionError if it has no live record."""
+        ...
+
+    async def release(self, session_ref: str, by: str | None = None) -> bool:
+        """Lift the hold; False if there was none."""
+        ...
+
+    async def purge(self, retention_days: int, now: float | None = None) -> PurgeResult:
+        """Shred every session idle for longer than `retention_days` and not on hold."""
+        ...
+
+
+class MaskedNumbers(Protocol):
+    """The part of a video session store a purge needs: blanking the masked number."""
+
+    async def forget_phone(self, session_id: str) -> None: ...
+
+
+def operator_name() -> str:
+    """Who is at the keyboard, for holds set from the command line."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def clock(now: float | None) -> float:
+    """`now`, or the current time (through this module's `time`, which tests may move)."""
+    return time.time() if now is None else now
+
+
+def cutoff(retention_days: int, now: float | None) -> float:
+    """Sessions whose last non-access event is older than this are past retention."""
+    return clock(now) - retention_days * DAY
+
+
+async def remove_evidence(evidence_root: Path | None, session_ref: str) -> None:
+    """The files are already unreadable (their keys were in the record); remove them so they
+    take no space and leave no trace of how much was shared."""
+    if evidence_root is not None:
+        await asyncio.to_thread(shutil.rmtree, evidence_root / session_ref, ignore_errors=True)
 
 
 class Retention:
@@ -87,12 +135,12 @@ class Retention:
             raise RetentionError(f"session {session_ref} was already purged")
         if not recorded:
             raise RetentionError(f"no case record for session {session_ref}")
-        who = by or _operator()
+        who = by or operator_name()
         await self.db.execute(
             "INSERT INTO record_legal_holds (session_ref, reason, set_by, set_at)"
             " VALUES (?, ?, ?, ?) ON CONFLICT (session_ref) DO UPDATE SET"
             " reason = excluded.reason, set_by = excluded.set_by, set_at = excluded.set_at",
-            (session_ref, reason, who, time.time() if now is None else now),
+            (session_ref, reason, who, clock(now)),
         )
         await self.store.append(session_ref, "legal_hold_set", {"by": who, "reason": reason})
 
@@ -102,12 +150,13 @@ class Retention:
             "DELETE FROM record_legal_holds WHERE session_ref = ?", (session_ref,)
         )
         if removed:
-            await self.store.append(session_ref, "legal_hold_released", {"by": by or _operator()})
+            await self.store.append(session_ref, "legal_hold_released",
+                                    {"by": by or operator_name()})
         return removed > 0
 
     async def purge(self, retention_days: int, now: float | None = None) -> PurgeResult:
         """Shred every session idle for longer than `retention_days` and not on hold."""
-        cutoff = (time.time() if now is None else now) - retention_days * DAY
+        oldest = cutoff(retention_days, now)
         marks = ", ".join("?" for _ in ACCESS_KINDS)
         rows = await self.db.fetchall(
             "SELECT r.session_ref, MAX(CASE WHEN r.kind IN (" + marks + ") THEN NULL"  # noqa: S608
@@ -117,7 +166,7 @@ class Retention:
             " GROUP BY r.session_ref",
             (*ACCESS_KINDS,),
         )
-        expired = [row for row in rows if row["last_at"] is not None and row["last_at"] < cutoff]
+        expired = [row for row in rows if row["last_at"] is not None and row["last_at"] < oldest]
         purged = held = 0
         for row in expired:
             if row["held"]:
@@ -130,28 +179,9 @@ class Retention:
                 conn.execute("UPDATE video_sessions SET phone = '' WHERE id = ?", (ref,))
 
             await self.db.transaction(blank)
-            if self.evidence_root is not None:
-                # The files are already unreadable (their keys were in the record); remove
-                # them so they take no space and leave no trace of how much was shared.
-                await asyncio.to_thread(
-                    shutil.rmtree, self.evidence_root / session_ref, ignore_errors=True
-                )
+            await remove_evidence(self.evidence_root, session_ref)
             purged += 1
         if purged:
             await self.db.fetchone("PRAGMA wal_checkpoint(TRUNCATE)")
         log.info("purge: %d sessions shredded, %d kept on legal hold", purged, held)
         return PurgeResult(purged, held)
-
-
-async def open_retention(config: Config) -> tuple[Database, Retention]:
-    """The service's database and record, ready for holds and purges; close the db after."""
-    db = Database(config.db_path)
-    await db.open()
-    try:
-        retention = Retention(db, SqliteCaseRecordStore(db, service_keyring(config)),
-                              config.data_dir / "evidence")
-        await retention.open()
-    except BaseException:
-        await db.close()
-        raise
-    return db, retention

@@ -105,6 +105,10 @@ class CaseEvent:
 class CaseRecordStore(Protocol):
     """Append-only, encrypted, hash-chained events per session."""
 
+    async def open(self) -> None:
+        """Prepare the storage (create tables); safe to call more than once."""
+        ...
+
     async def append(self, session_ref: str, kind: str, body: Mapping[str, Any]) -> RecordHeader:
         """Seal and chain one event; once this returns the event is durable."""
         ...
@@ -121,6 +125,10 @@ class CaseRecordStore(Protocol):
         """Walk the whole chain; says where it breaks."""
         ...
 
+    async def head(self) -> ChainHead | None:
+        """The last record appended (None before the first), as stored apart from the records."""
+        ...
+
     async def shred(self, session_ref: str) -> bool:
         """Destroy the session's data keys; True if there was anything to destroy."""
         ...
@@ -132,6 +140,15 @@ def _encode_body(body: Mapping[str, Any]) -> bytes:
     return json.dumps(
         dict(body), ensure_ascii=False, allow_nan=False, separators=(",", ":")
     ).encode("utf-8")
+
+
+def check_append(session_ref: str, kind: str, body: Mapping[str, Any]) -> bytes:
+    """The plaintext of a valid append; ValueError/TypeError for a bad one (every backend)."""
+    if not session_ref or len(session_ref) > MAX_SESSION_REF:
+        raise ValueError("session_ref must be 1 to 128 characters")
+    if not KIND_PATTERN.fullmatch(kind):
+        raise ValueError(f"bad record kind {kind!r}")
+    return _encode_body(body)
 
 
 def _row_to_record(row: sqlite3.Row) -> StoredRecord:
@@ -240,11 +257,7 @@ class SqliteCaseRecordStore:
     # --- the interface -----------------------------------------------------------------------
 
     async def append(self, session_ref: str, kind: str, body: Mapping[str, Any]) -> RecordHeader:
-        if not session_ref or len(session_ref) > MAX_SESSION_REF:
-            raise ValueError("session_ref must be 1 to 128 characters")
-        if not KIND_PATTERN.fullmatch(kind):
-            raise ValueError(f"bad record kind {kind!r}")
-        plaintext = _encode_body(body)
+        plaintext = check_append(session_ref, kind, body)
         # Validated before queueing, so a bad append fails alone and never its batch.
         future: asyncio.Future[RecordHeader] = asyncio.get_running_loop().create_future()
         self._pending.append(_PendingAppend(session_ref, kind, plaintext, future))
@@ -378,6 +391,10 @@ class SqliteCaseRecordStore:
             return chain_head, int(end or 0)
 
         return await self._db.transaction(run)
+
+    async def head(self) -> ChainHead | None:
+        head, _ = await self._head_and_end()
+        return head
 
     async def _iterate(self, end: int | None) -> AsyncIterator[StoredRecord]:
         after = 0

@@ -294,7 +294,7 @@ async def test_the_shell_holds_no_credential_and_the_token_only_where_needed(
         assert name not in body
     for private in (session_id, "CAD-4471", "07911", "123456", "Hannah"):
         assert private not in answer.html, private
-    rows = await server.app[keys.DB].fetchall("SELECT * FROM credentials")
+    rows = await server.app[keys.STORES].db.fetchall("SELECT * FROM credentials")
     assert rows == []
 
 
@@ -394,7 +394,7 @@ async def test_the_no_script_form_joins_in_the_chosen_language_once(server: Live
     assert again.status == 410
     assert "data-credential" not in again.page.first("body")
     assert again.page.first("body")["data-problem"] == "used"
-    rows = await server.app[keys.DB].fetchall(
+    rows = await server.app[keys.STORES].db.fetchall(
         "SELECT * FROM credentials WHERE session_id = ?", (session_id,))
     assert len(rows) == 1
 

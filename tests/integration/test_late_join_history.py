@@ -53,7 +53,7 @@ async def test_history_is_gone_when_the_session_ends(live: LiveServer) -> None:
     await call.handler.send({"type": "control", "op": "end"})
     await call.handler.expect_closed()
     hub = live.app[keys.HUB]
-    assert call.session_id not in hub.history and call.session_id not in hub.last_location
+    assert not await hub.has_history(call.session_id)
 
 
 async def test_the_callers_consent_goes_on_the_record(live: LiveServer) -> None:

@@ -1,29 +1,30 @@
 """After a whole call, no phone number, chat text, advice, location, link token or credential
-is anywhere in the database files or the logs: only in the encrypted case record."""
+is anywhere in the store (the SQLite files, or Redis's keys and append-only files) or the
+logs: only in the encrypted case record."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from server import keys
 from tests.support.calls import bring_specialist, open_call
 from tests.support.live import start_server
+from tests.support.unit_db import database_bytes
 
 SECRETS = ("he has a knife", "refuge in Leeds", "51.50136", "-0.14189")
 
 
-def database_bytes(data_dir: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in sorted(data_dir.glob("erv.sqlite3*")))
-
-
 async def test_a_call_leaves_no_plaintext_in_the_database_or_logs(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    backend: dict[str, Any], request: pytest.FixtureRequest, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    live = await start_server(tmp_path)
+    redis = request.getfixturevalue("redis_server") if backend else None
+    live = await start_server(tmp_path, **backend)
     try:
         call = await open_call(live, "hannah")
         token = live.latest_token()
@@ -42,12 +43,15 @@ async def test_a_call_leaves_no_plaintext_in_the_database_or_logs(
         for kind in ("session_created", "chat", "location", "advice", "session_ended"):
             assert kind in kinds
         assert any(e.body.get("text") == SECRETS[0] for e in events)
+        stored = await live.persisted_bytes(redis)
     finally:
         await live.stop()
 
-    stored = database_bytes(tmp_path / "data")
+    # And what is on disk once the server has stopped.
+    stored += database_bytes(tmp_path / "data") + (redis.aof_bytes() if redis else b"")
+    assert stored, "nothing stored was found"
     logs = caplog.text
     numbers = ("+447911123456", "7911123456", "07911 123456", "911123456")
     for secret in (*SECRETS, *numbers, token, call.credential):
-        assert secret.encode() not in stored, f"{secret!r} is in the database in the clear"
+        assert secret.encode() not in stored, f"{secret!r} is in the store in the clear"
         assert secret not in logs, f"{secret!r} is in the logs"

@@ -18,6 +18,7 @@ from server.access_log import AccessLogger
 from server.accounts import Staff, StaffRole
 from server.app import create_app
 from server.config import Config
+from tests.support.redis_server import RedisServer
 
 PASSWORD = "correct horse battery staple"
 LINK = re.compile(r"/j/([A-Za-z0-9_\-]+)")
@@ -56,6 +57,39 @@ class LiveServer:
         http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         self.clients.append(http)
         return http
+
+    @property
+    def backend(self) -> str:
+        """"sqlite" (the embedded default) or "redis"."""
+        return self.app[keys.STORES].backend
+
+    async def stored_bytes(self) -> bytes:
+        """Everything the service's store holds: the SQLite files, or every Redis key and
+        value (for checks that a secret is never stored in the clear)."""
+        stores = self.app[keys.STORES]
+        if stores.redis is not None:
+            from tests.support.call_stores import redis_contents
+
+            return await redis_contents(stores.redis)
+        from tests.support.unit_db import database_bytes
+
+        return database_bytes(self.config.data_dir)
+
+    async def persisted_bytes(self, redis_server: RedisServer | None = None) -> bytes:
+        """`stored_bytes()` and everything the store has written to disk: the SQLite files,
+        or, on Redis, the append-only files of `redis_server` (the server's own Redis), read
+        once any rewrite has finished. Call it while the server runs."""
+        held = await self.stored_bytes()
+        stores = self.app[keys.STORES]
+        if stores.redis is None:
+            return held
+        assert redis_server is not None, "a Redis-backed server needs its redis_server"
+        for _ in range(200):
+            info = await stores.redis.info("persistence")
+            if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
+                break
+            await asyncio.sleep(0.05)
+        return held + redis_server.aof_bytes()
 
     def outbox(self) -> list[Any]:
         return list(self.app[keys.SMS].entries())  # type: ignore[attr-defined]

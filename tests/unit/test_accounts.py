@@ -1,10 +1,17 @@
-"""server.accounts: scrypt hashes, account rules and sign-in throttling on a real database."""
+"""server.accounts: scrypt hashes, account rules and sign-in throttling on real stores.
+
+The account tests are contract tests: each runs on the SQLite store and on the Redis store
+(server.redis_backend.accounts), which must not differ in anything the service can see.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio as aioredis
 
 from server.accounts import (
     MAX_DELAY,
@@ -13,6 +20,7 @@ from server.accounts import (
     SCRYPT_N,
     AccountError,
     StaffAccounts,
+    StaffAccountStore,
     StaffRole,
     check_password,
     failure_delay,
@@ -20,22 +28,45 @@ from server.accounts import (
     validate_password,
 )
 from server.db import Database
+from server.redis_backend.accounts import RedisStaffAccounts
+from tests.support.redis_server import RedisServer
+from tests.support.staff_stores import (
+    PREFIX,
+    AnyAccounts,
+    RedisStaffBackend,
+    SqliteStaffBackend,
+    StaffBackend,
+    redis_client,
+    redis_dump,
+)
 
 PASSWORD = "correct horse battery"
 NOW = 1_700_000_000.0
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def store_under(request: pytest.FixtureRequest) -> Database | RedisServer:
+    """The `db` fixture or the (emptied) `redis_server`, one test run for each."""
+    if request.param == "sqlite":
+        db: Database = request.getfixturevalue("db")
+        return db
+    request.getfixturevalue("redis_url")
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server
+
+
 @pytest.fixture
-async def accounts(db: Database) -> StaffAccounts:
-    return StaffAccounts(db, max_failures=3, lock_seconds=60)
+async def backend(store_under: Database | RedisServer) -> AsyncIterator[StaffBackend]:
+    if isinstance(store_under, Database):
+        yield SqliteStaffBackend(store_under)
+        return
+    async with redis_client(store_under.url) as client:
+        yield RedisStaffBackend(client, store_under)
 
 
-async def failed_logins(db: Database, username: str) -> tuple[int, float]:
-    row = await db.fetchone(
-        "SELECT failed_logins, locked_until FROM staff WHERE username = ?", (username,)
-    )
-    assert row is not None
-    return row["failed_logins"], row["locked_until"]
+@pytest.fixture
+def accounts(backend: StaffBackend) -> AnyAccounts:
+    return backend.accounts(max_failures=3, lock_seconds=60)
 
 
 # --- hashes ------------------------------------------------------------------------------------
@@ -110,25 +141,27 @@ def test_password_length_rules() -> None:
 
 
 async def test_add_refuses_a_short_password_and_stores_nothing(
-    accounts: StaffAccounts, db: Database
+    accounts: AnyAccounts, backend: StaffBackend
 ) -> None:
     with pytest.raises(AccountError):
         await accounts.add("alice", "Alice", StaffRole.HANDLER, "short")
-    assert await db.fetchall("SELECT * FROM staff") == []
+    assert await backend.staff_count() == 0
 
 
-async def test_add_stores_a_hash_not_the_password(accounts: StaffAccounts, db: Database) -> None:
+async def test_add_stores_a_hash_not_the_password(
+    accounts: AnyAccounts, backend: StaffBackend
+) -> None:
     staff = await accounts.add("  Alice.Smith ", "Alice Smith", "handler", PASSWORD)
     assert staff.username == "alice.smith"
     assert staff.role is StaffRole.HANDLER
-    row = await db.fetchone("SELECT * FROM staff WHERE id = ?", (staff.id,))
-    assert row is not None
-    assert row["password_hash"].startswith("scrypt$")
-    assert check_password(PASSWORD, row["password_hash"])
+    stored = await backend.password_hash(staff.id)
+    assert stored is not None and stored.startswith("scrypt$")
+    assert check_password(PASSWORD, stored)
     assert await accounts.get(staff.id) == staff
+    assert PASSWORD.encode() not in await backend.stored_bytes()
 
 
-async def test_duplicate_username_is_refused(accounts: StaffAccounts) -> None:
+async def test_duplicate_username_is_refused(accounts: AnyAccounts) -> None:
     await accounts.add("alice", "Alice", StaffRole.HANDLER, PASSWORD)
     with pytest.raises(AccountError, match="taken"):
         await accounts.add("alice", "Another Alice", StaffRole.SPECIALIST, PASSWORD)
@@ -137,13 +170,13 @@ async def test_duplicate_username_is_refused(accounts: StaffAccounts) -> None:
 
 
 @pytest.mark.parametrize("role", ["god", "", "Handler", "victim"])
-async def test_unknown_role_is_refused(accounts: StaffAccounts, role: str) -> None:
+async def test_unknown_role_is_refused(accounts: AnyAccounts, role: str) -> None:
     with pytest.raises(AccountError, match="role"):
         await accounts.add("bob", "Bob", role, PASSWORD)
 
 
 @pytest.mark.parametrize("username", ["", "   ", "bob smith", "bob@example", "bøb", "b" * 65])
-async def test_bad_usernames_are_refused(accounts: StaffAccounts, username: str) -> None:
+async def test_bad_usernames_are_refused(accounts: AnyAccounts, username: str) -> None:
     with pytest.raises(AccountError):
         await accounts.add(username, "Bob", StaffRole.HANDLER, PASSWORD)
 
@@ -151,7 +184,7 @@ async def test_bad_usernames_are_refused(accounts: StaffAccounts, username: str)
 # --- sign in -----------------------------------------------------------------------------------
 
 
-async def test_sign_in_with_the_right_password(accounts: StaffAccounts) -> None:
+async def test_sign_in_with_the_right_password(accounts: AnyAccounts) -> None:
     alice = await accounts.add("alice", "Alice", StaffRole.SPECIALIST, PASSWORD)
     result = await accounts.sign_in(" ALICE ", PASSWORD, now=NOW)
     assert result.staff == alice
@@ -159,7 +192,7 @@ async def test_sign_in_with_the_right_password(accounts: StaffAccounts) -> None:
 
 
 async def test_wrong_password_fails_with_growing_delays(
-    accounts: StaffAccounts, db: Database
+    accounts: AnyAccounts, backend: StaffBackend
 ) -> None:
     await accounts.add("alice", "Alice", StaffRole.HANDLER, PASSWORD)
     first = await accounts.sign_in("alice", "wrong password!", now=NOW)
@@ -167,10 +200,10 @@ async def test_wrong_password_fails_with_growing_delays(
     assert first.staff is None and second.staff is None
     assert (first.delay, second.delay) == (0.25, 0.5)
     assert not first.locked and not second.locked
-    assert await failed_logins(db, "alice") == (2, 0)
+    assert await backend.failed_logins("alice") == (2, 0)
 
 
-async def test_unknown_user_looks_like_a_wrong_password(accounts: StaffAccounts) -> None:
+async def test_unknown_user_looks_like_a_wrong_password(accounts: AnyAccounts) -> None:
     await accounts.add("alice", "Alice", StaffRole.HANDLER, PASSWORD)
     unknown = await accounts.sign_in("mallory", PASSWORD, now=NOW)
     wrong = await accounts.sign_in("alice", "not her password", now=NOW)
@@ -179,13 +212,13 @@ async def test_unknown_user_looks_like_a_wrong_password(accounts: StaffAccounts)
 
 
 async def test_lock_after_max_failures_then_released(
-    accounts: StaffAccounts, db: Database
+    accounts: AnyAccounts, backend: StaffBackend
 ) -> None:
     await accounts.add("alice", "Alice", StaffRole.HANDLER, PASSWORD)
     results = [await accounts.sign_in("alice", "wrong password!", now=NOW) for _ in range(3)]
     assert [r.locked for r in results] == [False, False, True]
     assert [r.delay for r in results] == [0.25, 0.5, 1.0]
-    assert (await failed_logins(db, "alice"))[1] == NOW + 60
+    assert (await backend.failed_logins("alice"))[1] == NOW + 60
 
     # While locked, even the right password is refused, with the longest delay.
     for moment in (NOW + 1, NOW + 59.9):
@@ -195,21 +228,21 @@ async def test_lock_after_max_failures_then_released(
     # Once the lock has passed, the right password works and clears the record.
     released = await accounts.sign_in("alice", PASSWORD, now=NOW + 60.1)
     assert released.staff is not None and released.staff.username == "alice"
-    assert await failed_logins(db, "alice") == (0, 0)
+    assert await backend.failed_logins("alice") == (0, 0)
 
 
 async def test_wrong_passwords_while_locked_do_not_extend_the_lock(
-    accounts: StaffAccounts, db: Database
+    accounts: AnyAccounts, backend: StaffBackend
 ) -> None:
     await accounts.add("alice", "Alice", StaffRole.HANDLER, PASSWORD)
     for _ in range(3):
         await accounts.sign_in("alice", "wrong password!", now=NOW)
     during = await accounts.sign_in("alice", "wrong password!", now=NOW + 30)
     assert during.locked and during.staff is None
-    assert (await failed_logins(db, "alice"))[1] == NOW + 60
+    assert (await backend.failed_logins("alice"))[1] == NOW + 60
 
 
-async def test_failures_start_again_after_a_lock(accounts: StaffAccounts) -> None:
+async def test_failures_start_again_after_a_lock(accounts: AnyAccounts) -> None:
     await accounts.add("alice", "Alice", StaffRole.HANDLER, PASSWORD)
     for _ in range(3):
         await accounts.sign_in("alice", "wrong password!", now=NOW)
@@ -217,19 +250,21 @@ async def test_failures_start_again_after_a_lock(accounts: StaffAccounts) -> Non
     assert after.delay == 0.25 and not after.locked
 
 
-async def test_success_resets_the_failure_counter(accounts: StaffAccounts, db: Database) -> None:
+async def test_success_resets_the_failure_counter(
+    accounts: AnyAccounts, backend: StaffBackend
+) -> None:
     await accounts.add("alice", "Alice", StaffRole.HANDLER, PASSWORD)
     for _ in range(2):
         await accounts.sign_in("alice", "wrong password!", now=NOW)
     assert (await accounts.sign_in("alice", PASSWORD, now=NOW)).staff is not None
-    assert await failed_logins(db, "alice") == (0, 0)
+    assert await backend.failed_logins("alice") == (0, 0)
     # Two more failures would have locked without the reset (max_failures=3).
     again = [await accounts.sign_in("alice", "wrong password!", now=NOW) for _ in range(2)]
     assert [r.delay for r in again] == [0.25, 0.5]
     assert not any(r.locked for r in again)
 
 
-async def test_lock_is_per_account(accounts: StaffAccounts) -> None:
+async def test_lock_is_per_account(accounts: AnyAccounts) -> None:
     await accounts.add("alice", "Alice", StaffRole.HANDLER, PASSWORD)
     await accounts.add("bob", "Bob", StaffRole.HANDLER, PASSWORD)
     for _ in range(3):
@@ -237,21 +272,30 @@ async def test_lock_is_per_account(accounts: StaffAccounts) -> None:
     assert (await accounts.sign_in("bob", PASSWORD, now=NOW)).staff is not None
 
 
-async def test_overlong_password_is_refused_without_hashing(accounts: StaffAccounts) -> None:
+async def test_overlong_password_is_refused_without_hashing(accounts: AnyAccounts) -> None:
     await accounts.add("alice", "Alice", StaffRole.HANDLER, PASSWORD)
     result = await accounts.sign_in("alice", "x" * (MAX_PASSWORD_LENGTH + 1), now=NOW)
     assert result.staff is None and result.delay == MAX_DELAY
 
 
-async def test_disabled_account_cannot_sign_in(accounts: StaffAccounts, db: Database) -> None:
+async def test_disabled_account_cannot_sign_in(
+    accounts: AnyAccounts, backend: StaffBackend
+) -> None:
     alice = await accounts.add("alice", "Alice", StaffRole.HANDLER, PASSWORD)
-    await db.execute("UPDATE staff SET disabled = 1 WHERE id = ?", (alice.id,))
-    assert (await accounts.sign_in("alice", PASSWORD, now=NOW)).staff is None
+    await backend.disable(alice.id)
+    result = await accounts.sign_in("alice", PASSWORD, now=NOW)
+    assert result.staff is None and not result.locked
+    assert result == await accounts.sign_in("mallory", PASSWORD, now=NOW)
     assert await accounts.get(alice.id) is None
+    assert await accounts.by_username("alice") is None
+    assert not await accounts.exists("alice")
+    # The name stays taken: a disabled account is not a free username.
+    with pytest.raises(AccountError, match="taken"):
+        await accounts.add("alice", "New Alice", StaffRole.HANDLER, PASSWORD)
 
 
 async def test_set_password_replaces_the_old_one_and_lifts_a_lock(
-    accounts: StaffAccounts,
+    accounts: AnyAccounts,
 ) -> None:
     await accounts.add("alice", "Alice", StaffRole.HANDLER, PASSWORD)
     for _ in range(3):
@@ -263,3 +307,177 @@ async def test_set_password_replaces_the_old_one_and_lifts_a_lock(
         await accounts.set_password("nobody", "a brand new passphrase")
     with pytest.raises(AccountError):
         await accounts.set_password("alice", "short")
+
+
+# --- look-ups and availability (both stores) ---------------------------------------------------
+
+
+def _typed(store: StaffAccounts | RedisStaffAccounts) -> StaffAccountStore:
+    """mypy checks that both stores satisfy the Protocol the service is written against."""
+    return store
+
+
+async def test_look_ups_find_active_accounts_only(accounts: AnyAccounts) -> None:
+    alice = await accounts.add("alice", "Alice", StaffRole.HANDLER, PASSWORD)
+    bob = await accounts.add("bob", "   ", StaffRole.AUDITOR, PASSWORD)
+    assert bob.display_name == "bob"
+    assert isinstance(alice.id, int) and bob.id > alice.id
+    assert await accounts.by_username(" ALICE ") == alice
+    assert await accounts.get(bob.id) == bob
+    assert await accounts.exists("Bob") and not await accounts.exists("carol")
+    assert await accounts.by_username("carol") is None
+    assert await accounts.get(bob.id + 100) is None
+
+
+async def test_concurrent_adds_of_one_name_make_one_account(
+    accounts: AnyAccounts, backend: StaffBackend
+) -> None:
+    names = ["dana", "DANA", " Dana ", "dana", "dAna", "dana"]
+    results = await asyncio.gather(
+        *(accounts.add(name, f"Dana {i}", StaffRole.HANDLER, PASSWORD)
+          for i, name in enumerate(names)),
+        return_exceptions=True,
+    )
+    made = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, AccountError) and "taken" in str(r)]
+    assert len(made) == 1 and len(refused) == len(names) - 1
+    assert await accounts.by_username("dana") == made[0]
+    assert await backend.staff_count() == 1
+
+
+async def test_available_specialists_longest_waiting_first(
+    accounts: AnyAccounts, backend: StaffBackend
+) -> None:
+    s1, s2, s3, s4 = [
+        await accounts.add(f"spec{i}", f"Specialist {i}", StaffRole.SPECIALIST, PASSWORD)
+        for i in range(1, 5)
+    ]
+    handler = await accounts.add("hannah", "Hannah", StaffRole.HANDLER, PASSWORD)
+    assert await accounts.available_specialists() == []
+    for staff in (s3, s1, handler, s2):
+        await accounts.set_available(staff.id, True)
+    listed = await accounts.available_specialists()
+    assert [s.id for s in listed] == [s3.id, s1.id, s2.id]
+    assert all(s.available and s.role is StaffRole.SPECIALIST for s in listed)
+    assert (await accounts.get(s1.id)) == listed[1]
+    waiting = await accounts.get(s4.id)
+    assert waiting is not None and not waiting.available
+
+    # Equal waiting times: the lower id first.
+    await backend.set_available_since(s3.id, NOW)
+    await backend.set_available_since(s2.id, NOW)
+    await backend.set_available_since(s1.id, NOW + 5)
+    assert [s.id for s in await accounts.available_specialists()] == [s2.id, s3.id, s1.id]
+
+    await accounts.set_available(s3.id, False)
+    await backend.disable(s2.id)
+    assert [s.id for s in await accounts.available_specialists()] == [s1.id]
+    fresh = await accounts.get(s3.id)
+    assert fresh is not None and not fresh.available
+
+
+async def test_set_available_for_an_unknown_id_creates_nothing(
+    accounts: AnyAccounts, backend: StaffBackend
+) -> None:
+    await accounts.set_available(999, True)
+    assert await accounts.get(999) is None
+    assert await backend.staff_count() == 0
+    assert await accounts.available_specialists() == []
+
+
+# --- Redis only: many nodes, restarts, keys ----------------------------------------------------
+
+
+async def test_redis_twenty_nodes_adding_one_name_make_one_account(redis_url: str) -> None:
+    clients = [aioredis.Redis.from_url(redis_url) for _ in range(20)]
+    try:
+        stores = [RedisStaffAccounts(client, prefix=PREFIX) for client in clients]
+        results = await asyncio.gather(
+            *(store.add("alice", f"Alice {i}", StaffRole.HANDLER, PASSWORD)
+              for i, store in enumerate(stores)),
+            return_exceptions=True,
+        )
+        made = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, AccountError) and "taken" in str(r)]
+        assert len(made) == 1 and len(refused) == 19
+        for store in stores[:3]:
+            assert await store.by_username("alice") == made[0]
+        staff_keys = [k async for k in clients[0].scan_iter(match=f"{PREFIX}staff:[0-9]*")]
+        assert staff_keys == [f"{PREFIX}staff:{made[0].id}".encode()]
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_redis_parallel_wrong_guesses_count_every_one_and_keep_the_lock(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    clients = [aioredis.Redis.from_url(redis_url) for _ in range(20)]
+    try:
+        stores = [RedisStaffAccounts(c, max_failures=3, lock_seconds=60, prefix=PREFIX)
+                  for c in clients]
+        await stores[0].add("alice", "Alice", StaffRole.HANDLER, PASSWORD)
+        results = await asyncio.gather(
+            *(store.sign_in("alice", "wrong password!", now=NOW) for store in stores)
+        )
+        assert all(r.staff is None for r in results)
+        # Failures 1 and 2 warn, the 3rd locks; every later guess finds the lock in force.
+        assert sorted(r.delay for r in results if not r.locked) == [0.25, 0.5]
+        locked = [r for r in results if r.locked]
+        assert len(locked) == 18
+        assert all(r.delay in (failure_delay(3), MAX_DELAY) for r in locked)
+        backend = RedisStaffBackend(clients[0], redis_server)
+        assert await backend.failed_logins("alice") == (0, NOW + 60)
+        refused = await stores[1].sign_in("alice", PASSWORD, now=NOW + 1)
+        assert refused.staff is None and refused.locked
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_redis_accounts_survive_a_restart(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    async with redis_client(redis_url) as client:
+        store = RedisStaffAccounts(client, max_failures=3, lock_seconds=60, prefix=PREFIX)
+        alice = await store.add("alice", "Alice", StaffRole.SPECIALIST, PASSWORD)
+        await store.add("bob", "Bob", StaffRole.HANDLER, PASSWORD)
+        await store.set_available(alice.id, True)
+        for _ in range(2):
+            await store.sign_in("bob", "wrong password!", now=NOW)
+    redis_server.stop()
+    redis_server.start()
+    async with redis_client(redis_url) as client:
+        store = RedisStaffAccounts(client, max_failures=3, lock_seconds=60, prefix=PREFIX)
+        assert [s.id for s in await store.available_specialists()] == [alice.id]
+        assert (await store.sign_in("alice", PASSWORD, now=NOW)).staff is not None
+        assert await RedisStaffBackend(client, redis_server).failed_logins("bob") == (2, 0)
+        third = await store.sign_in("bob", "wrong password!", now=NOW)
+        assert third.locked
+        carol = await store.add("carol", "Carol", StaffRole.AUDITOR, PASSWORD)
+        assert carol.id == 3
+        with pytest.raises(AccountError, match="taken"):
+            await store.add("alice", "Alice", StaffRole.HANDLER, PASSWORD)
+
+
+async def test_redis_keys_carry_the_prefix_never_expire_and_hold_no_password(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    async with redis_client(redis_url) as client:
+        ours = RedisStaffAccounts(client, prefix=PREFIX)
+        default = RedisStaffAccounts(client)
+        alice = await ours.add("alice", "Alice", StaffRole.SPECIALIST, PASSWORD)
+        await ours.set_available(alice.id, True)
+        await ours.sign_in("alice", "wrong password!", now=NOW)
+        # Another prefix is another deployment: the same name is free there.
+        other = await default.add("alice", "Other Alice", StaffRole.HANDLER, PASSWORD)
+        assert await default.get(other.id) == other
+        mine = await ours.get(alice.id)
+        assert mine is not None and mine.display_name == "Alice" and mine.available
+        keys = [k async for k in client.scan_iter(match="*")]
+        assert keys and all(k.startswith((PREFIX.encode(), b"erv:")) for k in keys)
+        assert any(k.startswith(b"erv:") for k in keys)
+        for key in keys:
+            assert await client.ttl(key) == -1, key
+        assert PASSWORD.encode() not in await redis_dump(client)
+        assert PASSWORD.encode() not in redis_server.aof_bytes()

@@ -1,22 +1,23 @@
-"""server.record.store: the SQLite case record on a real database file.
+"""server.record.store contract: the case record on SQLite and on Redis, on real storage.
 
-Pins: round trip, rotation, each tamper class named at the right sequence number, a wrong
-AAD failing decryption, crypto-shredding with the chain intact, durability across reopen,
-and no plaintext body anywhere in the database files.
+Pins, for both backends: round trip, rotation, each tamper class named at the right sequence
+number, a wrong AAD failing decryption, crypto-shredding with the chain intact (and the wrapped
+key gone from the files on disk), durability across a restart, the stored head, and no
+plaintext body anywhere in what the backend persists.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from server.db import Database
 from server.record import (
     BreakKind,
+    CaseRecordStore,
     Keyring,
     RecordUnreadable,
     SessionShredded,
@@ -26,10 +27,17 @@ from server.record import (
     rotate_key_file,
 )
 from server.record.crypto import parse_keyring
-from tests.support.unit_db import database_bytes, temporary_database
+from server.redis_backend.record import RedisCaseRecordStore
+from tests.support.record import AnyRecordStore, RecordRig, record_rig
+from tests.support.redis_server import RedisServer
 
 PHONE = "+447700900123"
 CHAT = "he is outside the door right now"
+
+
+def _typed(store: SqliteCaseRecordStore | RedisCaseRecordStore) -> CaseRecordStore:
+    """Both classes satisfy the interface (mypy checks this function)."""
+    return store
 
 
 @pytest.fixture
@@ -39,26 +47,28 @@ def key_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RecordRig]:
+    server: RedisServer | None = None
+    if request.param == "redis":
+        request.getfixturevalue("redis_url")  # started and empty
+        server = request.getfixturevalue("redis_server")
+    async with record_rig(request.param, tmp_path, server) as record_rig_:
+        yield record_rig_
+
+
 @pytest.fixture
-async def store(db: Database, key_file: Path) -> SqliteCaseRecordStore:
-    record_store = SqliteCaseRecordStore(db, load_keyring(key_file))
-    await record_store.open()
-    return record_store
+async def store(rig: RecordRig, key_file: Path) -> AnyRecordStore:
+    return await rig.new_store(load_keyring(key_file))
 
 
-async def fill(store: SqliteCaseRecordStore, count: int = 6) -> None:
+async def fill(store: AnyRecordStore, count: int = 6) -> None:
     for n in range(1, count + 1):
         await store.append("sess-a" if n % 2 else "sess-b", "chat", {"n": n, "text": CHAT})
 
 
-async def tamper(db: Database, sql: str, params: tuple[Any, ...] = ()) -> None:
-    def run(conn: sqlite3.Connection) -> None:
-        assert conn.execute(sql, params).rowcount >= 1
-
-    await db.transaction(run)
-
-
-async def test_round_trip_with_global_sequence(store: SqliteCaseRecordStore) -> None:
+async def test_round_trip_with_global_sequence(store: AnyRecordStore) -> None:
+    assert await store.head() is None
     first = await store.append("sess-a", "created", {"incident": "CAD-1", "phone": PHONE})
     second = await store.append("sess-b", "created", {"incident": "CAD-2"})
     third = await store.append("sess-a", "chat", {"from": "victim", "text": CHAT, "n": 1.5})
@@ -73,41 +83,45 @@ async def test_round_trip_with_global_sequence(store: SqliteCaseRecordStore) -> 
     assert [e.body for e in await store.read("sess-b")] == [{"incident": "CAD-2"}]
     assert await store.read("nobody") == []
     assert (await store.verify()).ok
+    head = await store.head()
+    last = [r async for r in store.iterate_raw()][-1]
+    assert head is not None and (head.seq, head.hash) == (3, last.hash)
 
 
-async def test_bad_arguments_are_refused(store: SqliteCaseRecordStore) -> None:
+async def test_bad_arguments_are_refused(store: AnyRecordStore) -> None:
     with pytest.raises(ValueError):
         await store.append("sess-a", "Bad Kind", {})
     with pytest.raises(ValueError):
         await store.append("", "chat", {})
     with pytest.raises(ValueError):
+        await store.append("s" * 129, "chat", {})
+    with pytest.raises(ValueError):
         await store.append("sess-a", "chat", {"x": float("nan")})
+    with pytest.raises(TypeError):
+        await store.append("sess-a", "chat", ["not", "an", "object"])  # type: ignore[arg-type]
     assert [r async for r in store.iterate_raw()] == []
+    assert await store.head() is None
 
 
-async def test_plaintext_never_reaches_the_database_files(
-    store: SqliteCaseRecordStore, db: Database, tmp_path: Path
-) -> None:
+async def test_plaintext_never_reaches_storage(store: AnyRecordStore, rig: RecordRig) -> None:
     await store.append("sess-a", "created", {"phone": PHONE})
     await store.append("sess-a", "chat", {"text": CHAT})
     await store.append("sess-a", "location", {"lat": 51.50135, "lon": -0.14189})
-    raw = database_bytes(tmp_path)
+    raw = await rig.persisted_bytes()
     assert b"sess-a" in raw  # the header is stored in the clear; the body is not
     for secret in (PHONE, CHAT, "51.50135", "-0.14189", "outside the door"):
         assert secret.encode() not in raw
 
 
 async def test_rotation_new_writes_use_new_key_old_stay_readable(
-    db: Database, key_file: Path
+    rig: RecordRig, key_file: Path
 ) -> None:
-    store_a = SqliteCaseRecordStore(db, load_keyring(key_file))
-    await store_a.open()
+    store_a = await rig.new_store(load_keyring(key_file))
     old = await store_a.append("sess-a", "created", {"n": 1})
     new_id = rotate_key_file(key_file)
     assert new_id != old.key_id
 
-    store_b = SqliteCaseRecordStore(db, load_keyring(key_file))
-    await store_b.open()
+    store_b = await rig.new_store(load_keyring(key_file))
     same_session = await store_b.append("sess-a", "chat", {"n": 2})
     new_session = await store_b.append("sess-c", "created", {"n": 3})
     assert same_session.key_id == new_id
@@ -117,25 +131,19 @@ async def test_rotation_new_writes_use_new_key_old_stay_readable(
     assert (await store_b.verify()).ok
 
     # Both wrappings are kept; a keyring with only the new key reads the whole session...
-    wrappings = await db.fetchall(
-        "SELECT key_id FROM case_record_keys WHERE session_ref = 'sess-a' ORDER BY created_at"
-    )
-    assert [r["key_id"] for r in wrappings] == [old.key_id, new_id]
+    assert set(await rig.wrapped_keys("sess-a")) == {old.key_id, new_id}
+    assert set(await rig.wrapped_keys("sess-c")) == {new_id}
     stored = json.loads(key_file.read_text())
-    new_only = SqliteCaseRecordStore(db, parse_keyring(json.dumps({new_id: stored[new_id]})))
+    new_only = await rig.new_store(parse_keyring(json.dumps({new_id: stored[new_id]})))
     assert [e.body["n"] for e in await new_only.read("sess-a")] == [1, 2]
     # ...while a keyring with neither key reads nothing.
     with pytest.raises(RecordUnreadable):
-        await SqliteCaseRecordStore(db, Keyring({"x": bytes(32)})).read("sess-a")
+        await (await rig.new_store(Keyring({"x": bytes(32)}))).read("sess-a")
 
 
-async def test_flipped_ciphertext_byte_is_named(store: SqliteCaseRecordStore, db: Database) -> None:
+async def test_flipped_ciphertext_byte_is_named(store: AnyRecordStore, rig: RecordRig) -> None:
     await fill(store)
-    row = await db.fetchone("SELECT ciphertext FROM case_records WHERE seq = 3")
-    assert row is not None
-    ciphertext = bytearray(row["ciphertext"])
-    ciphertext[5] ^= 0x01
-    await tamper(db, "UPDATE case_records SET ciphertext = ? WHERE seq = 3", (bytes(ciphertext),))
+    await rig.flip_ciphertext(3)
     result = await store.verify()
     assert result.first_break is not None
     assert (result.first_break.seq, result.first_break.kind) == (3, BreakKind.CONTENT_ALTERED)
@@ -144,65 +152,53 @@ async def test_flipped_ciphertext_byte_is_named(store: SqliteCaseRecordStore, db
         await store.read("sess-a")
 
 
-async def test_deleted_record_is_named(store: SqliteCaseRecordStore, db: Database) -> None:
+async def test_deleted_record_is_named(store: AnyRecordStore, rig: RecordRig) -> None:
     await fill(store)
-    await tamper(db, "DELETE FROM case_records WHERE seq = 4")
+    await rig.delete(4)
     result = await store.verify()
     assert [(b.seq, b.kind) for b in result.breaks] == [(4, BreakKind.RECORD_MISSING)]
 
 
-async def test_deleted_last_record_is_named(store: SqliteCaseRecordStore, db: Database) -> None:
+async def test_deleted_last_record_is_named(store: AnyRecordStore, rig: RecordRig) -> None:
     await fill(store)
-    await tamper(db, "DELETE FROM case_records WHERE seq = 6")
+    await rig.delete(6)
     result = await store.verify()
     assert [(b.seq, b.kind) for b in result.breaks] == [(6, BreakKind.RECORD_MISSING)]
+    assert "cut off the end" in result.describe()
 
 
-async def test_swapped_records_are_named(store: SqliteCaseRecordStore, db: Database) -> None:
+async def test_swapped_records_are_named(store: AnyRecordStore, rig: RecordRig) -> None:
     await fill(store)
-
-    def swap(conn: sqlite3.Connection) -> None:
-        rows = conn.execute(
-            "SELECT * FROM case_records WHERE seq IN (2, 3) ORDER BY seq"
-        ).fetchall()
-        columns = [c for c in rows[0].keys() if c != "position"]
-        assignments = ", ".join(f"{c} = ?" for c in columns)
-        for target, source in ((rows[0], rows[1]), (rows[1], rows[0])):
-            conn.execute(
-                f"UPDATE case_records SET {assignments} WHERE position = ?",
-                (*(source[c] for c in columns), target["position"]),
-            )
-
-    await db.transaction(swap)
+    await rig.swap(2, 3)
     result = await store.verify()
     assert [(b.seq, b.kind) for b in result.breaks] == [(2, BreakKind.OUT_OF_ORDER)]
 
 
 async def test_edited_header_is_named_and_fails_decryption(
-    store: SqliteCaseRecordStore, db: Database
+    store: AnyRecordStore, rig: RecordRig
 ) -> None:
     await fill(store)
-    await tamper(db, "UPDATE case_records SET kind = 'risk_assessment' WHERE seq = 5")
+    await rig.edit_header(5, kind="risk_assessment")
     result = await store.verify()
     assert [(b.seq, b.kind) for b in result.breaks] == [(5, BreakKind.HEADER_ALTERED)]
     with pytest.raises(RecordUnreadable, match="record 5"):
         await store.read("sess-a")
 
 
-async def test_wrong_aad_fails_decryption(store: SqliteCaseRecordStore, db: Database) -> None:
+async def test_wrong_aad_fails_decryption(store: AnyRecordStore, rig: RecordRig) -> None:
     """AES-GCM itself refuses a record whose header (the AAD) no longer matches."""
     await store.append("sess-a", "chat", {"text": CHAT})
-    await tamper(db, "UPDATE case_records SET at = at + 60 WHERE seq = 1")
+    await rig.edit_header(1, at_shift=60)
     with pytest.raises(RecordUnreadable):
         await store.read("sess-a")
 
 
 async def test_shredding_makes_content_unreadable_and_chain_still_verifies(
-    store: SqliteCaseRecordStore, db: Database, tmp_path: Path
+    store: AnyRecordStore, rig: RecordRig
 ) -> None:
     await fill(store)
-    wrapped = await db.fetchone("SELECT wrapped FROM case_record_keys WHERE session_ref = 'sess-a'")
-    assert wrapped is not None
+    wrapped = await rig.wrapped_keys("sess-a")
+    assert len(wrapped) == 1
     assert await store.shred("sess-a") is True
     assert await store.shred("sess-a") is False
 
@@ -216,34 +212,39 @@ async def test_shredding_makes_content_unreadable_and_chain_still_verifies(
     assert result.records == 6
     assert [r.header.seq async for r in store.iterate_raw()] == [1, 2, 3, 4, 5, 6]
 
-    # The wrapped key is gone from every database file, and a fresh store cannot read it.
-    assert bytes(wrapped["wrapped"]) not in database_bytes(tmp_path)
-    fresh = SqliteCaseRecordStore(db, store._keyring)
+    # The wrapped key is gone from everything on disk (Redis: once its AOF is rewritten), and
+    # a fresh store cannot read the session.
+    assert await rig.wrapped_keys("sess-a") == {}
+    blob = next(iter(wrapped.values()))
+    for _ in range(100):
+        if blob not in await rig.persisted_bytes():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the shredded wrapped key is still on disk")
+    fresh = await rig.new_store(store._keyring)
     with pytest.raises(SessionShredded):
         await fresh.read("sess-a")
 
 
 async def test_records_survive_reopen_and_the_chain_continues(
-    tmp_path: Path, key_file: Path
+    rig: RecordRig, key_file: Path
 ) -> None:
-    folder = tmp_path / "reopen"
-    async with temporary_database(folder) as db:
-        store = SqliteCaseRecordStore(db, load_keyring(key_file))
-        await store.open()
-        await fill(store, 3)
-    async with temporary_database(folder) as db:
-        store = SqliteCaseRecordStore(db, load_keyring(key_file))
-        await store.open()
-        header = await store.append("sess-a", "ended", {"reason": "hangup"})
-        assert header.seq == 4
-        assert [e.header.kind for e in await store.read("sess-a")] == ["chat", "chat", "ended"]
-        assert (await store.verify()).ok
+    await fill(await rig.new_store(load_keyring(key_file)), 3)
+    await rig.reopen()
+    store = await rig.new_store(load_keyring(key_file))
+    header = await store.append("sess-a", "ended", {"reason": "hangup"})
+    assert header.seq == 4
+    assert [e.header.kind for e in await store.read("sess-a")] == ["chat", "chat", "ended"]
+    assert (await store.verify()).ok
 
 
 async def test_iterate_raw_pages_through_everything(
-    store: SqliteCaseRecordStore, monkeypatch: pytest.MonkeyPatch
+    store: AnyRecordStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("server.record.store.PAGE_SIZE", 2)
+    monkeypatch.setattr("server.redis_backend.record.PAGE_SIZE", 2)
     await fill(store, 5)
     assert [r.header.seq async for r in store.iterate_raw()] == [1, 2, 3, 4, 5]
     assert (await store.verify()).records == 5
+    assert [e.body["n"] for e in await store.read("sess-a")] == [1, 3, 5]

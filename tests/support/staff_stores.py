@@ -1,0 +1,164 @@
+"""Both staff stores (SQLite and Redis) behind one face, for contract tests.
+
+A backend builds the account and session stores and answers the few questions a test needs to
+ask of what is stored (failure counter, password hash, every byte persisted) in its own way.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+
+from server.accounts import StaffAccounts
+from server.auth import StaffSessions
+from server.db import Database
+from server.redis_backend.accounts import RedisStaffAccounts, RedisStaffSessions
+from tests.support.redis_server import RedisServer
+from tests.support.unit_db import database_bytes
+
+PREFIX = "ervtest:"
+AnyAccounts = StaffAccounts | RedisStaffAccounts
+AnySessions = StaffSessions | RedisStaffSessions
+
+
+class StaffBackend(ABC):
+    name: str
+
+    @abstractmethod
+    def accounts(self, max_failures: int = 5, lock_seconds: int = 900) -> AnyAccounts: ...
+
+    @abstractmethod
+    def sessions(self, accounts: AnyAccounts, ttl: int) -> AnySessions: ...
+
+    @abstractmethod
+    async def failed_logins(self, username: str) -> tuple[int, float]: ...
+
+    @abstractmethod
+    async def password_hash(self, staff_id: int) -> str | None: ...
+
+    @abstractmethod
+    async def staff_count(self) -> int: ...
+
+    @abstractmethod
+    async def disable(self, staff_id: int) -> None:
+        """What an administrator's "disable" does: the stores have no method for it yet."""
+
+    @abstractmethod
+    async def set_available_since(self, staff_id: int, when: float) -> None: ...
+
+    @abstractmethod
+    async def stored_bytes(self) -> bytes:
+        """Everything the backend keeps or has persisted, for plaintext checks."""
+
+
+class SqliteStaffBackend(StaffBackend):
+    name = "sqlite"
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def accounts(self, max_failures: int = 5, lock_seconds: int = 900) -> AnyAccounts:
+        return StaffAccounts(self.db, max_failures, lock_seconds)
+
+    def sessions(self, accounts: AnyAccounts, ttl: int) -> AnySessions:
+        assert isinstance(accounts, StaffAccounts)
+        return StaffSessions(self.db, accounts, ttl)
+
+    async def failed_logins(self, username: str) -> tuple[int, float]:
+        row = await self.db.fetchone(
+            "SELECT failed_logins, locked_until FROM staff WHERE username = ?", (username,)
+        )
+        assert row is not None
+        return int(row["failed_logins"]), float(row["locked_until"])
+
+    async def password_hash(self, staff_id: int) -> str | None:
+        row = await self.db.fetchone("SELECT password_hash FROM staff WHERE id = ?", (staff_id,))
+        return None if row is None else str(row["password_hash"])
+
+    async def staff_count(self) -> int:
+        return len(await self.db.fetchall("SELECT id FROM staff"))
+
+    async def disable(self, staff_id: int) -> None:
+        await self.db.execute("UPDATE staff SET disabled = 1 WHERE id = ?", (staff_id,))
+
+    async def set_available_since(self, staff_id: int, when: float) -> None:
+        await self.db.execute(
+            "UPDATE staff SET available_since = ? WHERE id = ?", (when, staff_id)
+        )
+
+    async def stored_bytes(self) -> bytes:
+        return database_bytes(self.db.path.parent)
+
+
+class RedisStaffBackend(StaffBackend):
+    name = "redis"
+
+    def __init__(self, client: aioredis.Redis, server: RedisServer) -> None:
+        self.client = client
+        self.server = server
+
+    def accounts(self, max_failures: int = 5, lock_seconds: int = 900) -> AnyAccounts:
+        return RedisStaffAccounts(self.client, max_failures, lock_seconds, prefix=PREFIX)
+
+    def sessions(self, accounts: AnyAccounts, ttl: int) -> AnySessions:
+        return RedisStaffSessions(self.client, accounts, ttl, prefix=PREFIX)
+
+    def staff_key(self, staff_id: int) -> str:
+        return f"{PREFIX}staff:{staff_id}"
+
+    async def failed_logins(self, username: str) -> tuple[int, float]:
+        staff_id = await self.client.hget(f"{PREFIX}staff:usernames", username)
+        assert staff_id is not None
+        failures, locked_until = await self.client.hmget(
+            self.staff_key(int(staff_id)), ["failed_logins", "locked_until"]
+        )
+        assert failures is not None and locked_until is not None
+        return int(failures), float(locked_until)
+
+    async def password_hash(self, staff_id: int) -> str | None:
+        raw = await self.client.hget(self.staff_key(staff_id), "password_hash")
+        if raw is None:
+            return None
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def staff_count(self) -> int:
+        return len([key async for key in self.client.scan_iter(match=f"{PREFIX}staff:[0-9]*")])
+
+    async def disable(self, staff_id: int) -> None:
+        await self.client.hset(self.staff_key(staff_id), "disabled", "1")
+
+    async def set_available_since(self, staff_id: int, when: float) -> None:
+        await self.client.hset(self.staff_key(staff_id), "available_since", repr(when))
+
+    async def stored_bytes(self) -> bytes:
+        return self.server.aof_bytes() + await redis_dump(self.client)
+
+
+async def redis_dump(client: aioredis.Redis) -> bytes:
+    """Every key and value in the Redis database (hashes, sets and strings), as bytes."""
+    parts: list[bytes | str] = []
+    async for key in client.scan_iter(match="*"):
+        parts.append(key)
+        kind = await client.type(key)
+        if kind == b"hash":
+            for field, value in (await client.hgetall(key)).items():
+                parts += [field, value]
+        elif kind == b"set":
+            parts += list(await client.smembers(key))
+        elif kind == b"string":
+            parts.append(await client.get(key) or b"")
+        else:
+            raise AssertionError(f"unexpected Redis type {kind!r} for {key!r}")
+    return b"\n".join(p.encode() if isinstance(p, str) else p for p in parts)
+
+
+@asynccontextmanager
+async def redis_client(url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
