@@ -20,6 +20,7 @@ from server.config import Config
 from server.contact_link_key import load_or_create_link_key
 from server.control_room import ControlRoom
 from server.metrics import Metrics
+from server.record.keys import LiveKeyWrap, service_keyring
 from server.record.retention import RetentionStore
 from server.security import add_security_headers, error_middleware
 from server.session_hooks import ControlRoomHooks
@@ -73,6 +74,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     hub: Hub
     if stores.redis is not None:
         redis_hub = RedisHub(stores.redis, node=node_name(config),
+                             key_wrap=LiveKeyWrap(service_keyring(config)),
                              resume_window=config.resume_window,
                              prefix=f"{config.redis_prefix}live:")
         redis_hub.on_round_trip = metrics.redis_round_trip.observe

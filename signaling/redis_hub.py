@@ -18,10 +18,13 @@ import hashlib
 import hmac
 import json
 import logging
+import secrets
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
@@ -49,8 +52,29 @@ ENDED_TTL = 7 * 24 * 3600
 SWEEP_BATCH = 100
 
 
+NONCE_BYTES = 12
+
+
+class KeyWrap(Protocol):
+    """Seals each session's live key for storage in Redis (the server wraps it with the case
+    record's master key, which every node has)."""
+
+    def seal_key(self, key: bytes, context: str) -> bytes: ...
+
+    def open_key(self, blob: bytes, context: str) -> bytes: ...
+
+
+def _frame(body: str, seq: int) -> str:
+    """The JSON object `body` with its seq added last, as LocalHub's frames have it."""
+    return f'{body[:-1]},"seq":{seq}}}'
+
+
 def _secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _raw(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def _text(value: Any) -> str:
@@ -59,10 +83,12 @@ def _text(value: Any) -> str:
 
 class RedisHub:
     def __init__(
-        self, redis: Redis, *, node: str, resume_window: float = 60.0,
+        self, redis: Redis, *, node: str, key_wrap: KeyWrap, resume_window: float = 60.0,
         prefix: str = "erv:live:",
     ) -> None:
         self.redis = redis
+        self.key_wrap = key_wrap
+        self._keys: dict[str, AESGCM] = {}  # live key per session with a socket here
         self.node = node
         self.resume_window = resume_window
         self.prefix = prefix
@@ -104,6 +130,50 @@ class RedisHub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    # -- sealing ----------------------------------------------------------------------------
+
+    async def _key(self, session: str) -> AESGCM:
+        """The session's live key: made by the first node that needs it, shared via Redis."""
+        key = self._keys.get(session)
+        if key is not None:
+            return key
+        name, context = f"{self.prefix}k:{session}", f"live:{session}"
+        wrapped = await self.redis.get(name)
+        if wrapped is None:
+            fresh = self.key_wrap.seal_key(AESGCM.generate_key(bit_length=256), context)
+            await self.redis.set(name, fresh, nx=True, ex=LIVE_TTL)
+            wrapped = await self.redis.get(name)
+            assert wrapped is not None
+        key = AESGCM(self.key_wrap.open_key(_raw(wrapped), context))
+        self._keys[session] = key
+        return key
+
+    async def _seal(self, session: str, message: dict[str, Any]) -> bytes:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        key = await self._key(session)
+        return nonce + key.encrypt(nonce, encode(message).encode(), session.encode())
+
+    def _open(self, session: str, blob: bytes) -> str | None:
+        key = self._keys.get(session)
+        if key is None:
+            return None
+        try:
+            return key.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], session.encode()).decode()
+        except InvalidTag:
+            log.error("a live message for session %s did not open; dropped", session)
+            return None
+
+    def _open_entry(self, participant: Participant, entry: bytes) -> tuple[int, str | None]:
+        """A resume-buffer entry (`seq|sealed message`) as (seq, frame to send)."""
+        seq_text, blob = entry.split(b"|", 1)
+        seq = int(seq_text)
+        body = self._open(participant.session, blob)
+        return seq, None if body is None else _frame(body, seq)
+
+    def _forget_key(self, session: str) -> None:
+        if not any(p.session == session for p in self.local.values()):
+            self._keys.pop(session, None)
+
     async def _listen(self) -> None:
         """Deliver what other nodes publish for the sockets held here; survive outages."""
         delay = 0.1
@@ -121,7 +191,7 @@ class RedisHub:
                 while True:
                     message = await pubsub.get_message(timeout=5.0)
                     if message is not None and message["type"] == "message":
-                        self._on_message(_text(message["data"]))
+                        self._on_message(_raw(message["data"]))
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -138,32 +208,31 @@ class RedisHub:
     async def _catch_up(self) -> None:
         """Send each socket held here what was delivered to it while pub/sub was down."""
         for participant in list(self.local.values()):
-            entries = await self.redis.lrange(f"{self.prefix}b:{participant.pid}", 0, -1)
-            for raw in entries:
-                seq_text, frame = _text(raw).split("|", 1)
-                seq = int(seq_text)
-                if seq > participant.seq and participant.connection is not None:
-                    participant.seq = seq
-                    participant.connection.send(frame)
+            for entry in await self.redis.lrange(f"{self.prefix}b:{participant.pid}", 0, -1):
+                self._send_entry(participant, _raw(entry))
 
-    def _on_message(self, data: str) -> None:
-        kind, pid, rest = data.split("|", 2)
-        participant = self.local.get(pid)
+    def _send_entry(self, participant: Participant, entry: bytes) -> None:
+        seq, frame = self._open_entry(participant, entry)
+        if seq > participant.seq and participant.connection is not None:
+            participant.seq = seq
+            if frame is not None:
+                participant.connection.send(frame)
+
+    def _on_message(self, data: bytes) -> None:
+        kind, pid_bytes, rest = data.split(b"|", 2)
+        participant = self.local.get(pid_bytes.decode())
         if participant is None:
             return
-        if kind == "d":
-            seq_text, frame = rest.split("|", 1)
-            seq = int(seq_text)
-            if seq > participant.seq and participant.connection is not None:
-                participant.seq = seq
-                participant.connection.send(frame)
-        elif kind == "c":
-            code, bye, reason = rest.split("|", 2)
+        if kind == b"d":
+            self._send_entry(participant, rest)
+        elif kind == b"c":
+            code, bye, reason = rest.decode().split("|", 2)
             self._close_local(participant, int(code), reason, bye == "1")
 
     def _close_local(self, participant: Participant, code: int, reason: str, bye: bool) -> None:
         if self.local.get(participant.pid) is participant:
             del self.local[participant.pid]
+            self._forget_key(participant.session)
         connection, participant.connection = participant.connection, None
         if connection is not None:
             if bye:
@@ -205,6 +274,8 @@ class RedisHub:
                 ticks += 1
                 if ticks % 5 == 0:
                     await self._reconcile()
+                    for session in list(self._keys):
+                        self._forget_key(session)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -267,6 +338,7 @@ class RedisHub:
     async def admit(self, admission: Admission, connection: Connection) -> Participant:
         participant = Participant(admission, joined_at=time.time())
         participant.connection = connection
+        await self._key(admission.session)  # before any message for it can arrive
         self.local[participant.pid] = participant
         try:
             reply = await self._run(
@@ -308,16 +380,18 @@ class RedisHub:
         staff = participant.role.is_staff
         history = await self.redis.lrange(f"{self.prefix}h:{session}", 0, -1)
         location = await self.redis.get(f"{self.prefix}loc:{session}")
-        bodies = []
-        for raw in history:
-            message = json.loads(raw)
+        kept = [*history, *([location] if location is not None and staff else [])]
+        blobs = []
+        for sealed in kept:
+            body = self._open(session, _raw(sealed))
+            if body is None:
+                continue
+            message = json.loads(body)
             if message["type"] == "advice" and not staff:
                 continue
-            bodies.append(encode({**message, "replay": True}))
-        if location is not None and staff:
-            bodies.append(encode({**json.loads(location), "replay": True}))
-        if bodies:
-            await self._run("DELIVER_MANY", participant.pid, *bodies)
+            blobs.append(await self._seal(session, {**message, "replay": True}))
+        if blobs:
+            await self._run("DELIVER_MANY", participant.pid, *blobs)
 
     async def check_resume(self, pid: str, secret: str) -> Participant:
         raw = await self.redis.hgetall(f"{self.prefix}p:{pid}") if len(pid) <= 64 else {}
@@ -339,6 +413,7 @@ class RedisHub:
         participant = await self.check_resume(pid, secret)
         participant.seq = last_seq  # frames at or below this were seen; drop repeats
         participant.connection = connection
+        await self._key(participant.session)
         earlier = self.local.get(pid)
         self.local[pid] = participant
         try:
@@ -356,10 +431,13 @@ class RedisHub:
             raise ProtocolError(ErrorCode.RESUME_FAILED,
                                 "nothing to resume; join again with your credential")
         old_node, epoch = _text(reply[1]), int(reply[2])
-        missed = [_text(frame) for frame in reply[4:]]
+        missed = []
+        for entry in reply[4:]:
+            seq, frame = self._open_entry(participant, _raw(entry))
+            participant.seq = max(participant.seq, seq)
+            if frame is not None:
+                missed.append(frame)
         participant.epoch = epoch
-        if missed:
-            participant.seq = max(participant.seq, last_seq + len(missed))
         if earlier is not None and earlier.connection is not None:
             earlier.connection.close(4000, "resumed_elsewhere")
             earlier.connection = None
@@ -386,11 +464,13 @@ class RedisHub:
             return
         del self.local[participant.pid]
         participant.connection = None
+        self._forget_key(participant.session)
         await self._mark_away(participant.pid, self.node, str(participant.epoch))
 
     async def leave(self, participant: Participant, reason: str) -> None:
         if self.local.get(participant.pid) is participant:
             del self.local[participant.pid]
+            self._forget_key(participant.session)
         connection, participant.connection = participant.connection, None
         removed = await self._remove(participant.pid, reason, only_if_away=False, tell=False)
         if connection is not None and removed:
@@ -428,6 +508,9 @@ class RedisHub:
         count = 0
         for pid in members:
             count += await self._remove(pid, reason, only_if_away=False)
+        # Without its key, whatever of the session is still on Redis's disk is unreadable.
+        await self.redis.delete(f"{self.prefix}k:{session}")
+        self._keys.pop(session, None)
         return count
 
     async def kick_staff(self, staff_id: int, reason: str) -> int:
@@ -440,7 +523,7 @@ class RedisHub:
     # -- delivery ---------------------------------------------------------------------------
 
     async def remember(self, session: str, message: dict[str, Any]) -> None:
-        text = encode(message)
+        text = await self._seal(session, message)
         if message["type"] == "location":
             await self.redis.set(f"{self.prefix}loc:{session}", text, ex=LIVE_TTL)
             return
@@ -452,7 +535,8 @@ class RedisHub:
             await pipe.execute()
 
     async def deliver(self, participant: Participant, message: dict[str, Any]) -> None:
-        await self._run("DELIVER_MANY", participant.pid, encode(message))
+        await self._run("DELIVER_MANY", participant.pid,
+                        await self._seal(participant.session, message))
 
     async def broadcast(
         self, session: str, message: dict[str, Any], *, roles: Iterable[Role] | None = None,
@@ -465,11 +549,12 @@ class RedisHub:
     async def _broadcast_raw(self, session: str, message: dict[str, Any], *,
                              roles: Iterable[Role] | None = None, exclude: str = "") -> int:
         allowed = "" if roles is None else "," + ",".join(r.value for r in roles) + ","
-        return int(await self._run("BROADCAST", session, encode(message), exclude, allowed))
+        blob = await self._seal(session, message)
+        return int(await self._run("BROADCAST", session, blob, exclude, allowed))
 
     async def route(self, sender: Participant, to: str, message: dict[str, Any]) -> None:
         if is_lobby(sender.session) or len(to) > 64 or int(await self._run(
-            "ROUTE", sender.session, sender.pid, to, encode(message)
+            "ROUTE", sender.session, sender.pid, to, await self._seal(sender.session, message)
         )) < 0:
             raise ProtocolError(ErrorCode.UNKNOWN_PEER, "no such peer in your session")
 

@@ -4,15 +4,20 @@ Keys (P is the prefix, `erv:live:` by default):
 
     P p:<pid>        hash: session, role, identity, name, staff, secret (sha256 hex), seq,
                      node (the node holding its socket, "" when away), epoch, joined_at
-    P b:<pid>        list: the resume buffer, "<seq>|<frame>", newest last, bounded
+    P b:<pid>        list: the resume buffer, "<seq>|<sealed message>", newest last, bounded
     P s:<session>    set: the pids in a session (or a staff desk, `lobby:<staff id>`)
     P staff:<id>     set: the pids of one staff member, to sign them out everywhere
     P np:<node>      set: the pids whose socket a node holds
     P away           sorted set: pid -> when its resume window closes (ms)
     P h:<session>    list: chat and advice kept for late joiners; P loc:<session> the location
+    P k:<session>    the session's live key, wrapped by the case record's master key
     P end:<session>  marks a session that ended; nobody joins it again
     P node:<node>    a node's heartbeat (expires when the node dies); P nodes lists them all
     P n:<node>       the pub/sub channel a node listens on
+
+Message content is sealed (AES-GCM) under a per-session live key before it reaches Redis, so
+chat, advice and locations are never in Redis or its append-only file in the clear; ending the
+session deletes the key, which leaves any copy still on disk unreadable.
 
 Delivering a message numbers it, buffers it and publishes it to the node holding the socket in
 one step, so the order a participant sees is the order Redis ran the scripts, and a message
@@ -22,18 +27,19 @@ so this needs a single Redis (or a primary with replicas), not Redis Cluster.
 
 from __future__ import annotations
 
-# Shared by the scripts below: deliver one JSON object (`body`, without seq) to `pid`.
+# Shared by the scripts below: deliver one sealed message (`blob`, the JSON object without its
+# seq, encrypted by the node under the session's live key) to `pid`. The node that holds the
+# socket opens it and adds the seq; Redis never sees the content in the clear.
 _DELIVER = """
-local function deliver(P, pid, body, bufmax)
+local function deliver(P, pid, blob, bufmax)
   local pk = P .. 'p:' .. pid
   local seq = redis.call('HINCRBY', pk, 'seq', 1)
-  local frame = string.sub(body, 1, -2) .. ',"seq":' .. seq .. '}'
   local bk = P .. 'b:' .. pid
-  redis.call('RPUSH', bk, seq .. '|' .. frame)
+  redis.call('RPUSH', bk, seq .. '|' .. blob)
   redis.call('LTRIM', bk, -bufmax, -1)
   local node = redis.call('HGET', pk, 'node')
   if node and node ~= '' then
-    redis.call('PUBLISH', P .. 'n:' .. node, 'd|' .. pid .. '|' .. seq .. '|' .. frame)
+    redis.call('PUBLISH', P .. 'n:' .. node, 'd|' .. pid .. '|' .. seq .. '|' .. blob)
   end
   return seq
 end
@@ -85,7 +91,7 @@ return out
 """
 
 # ARGV: P, bufmax, pid, secret, last_seq, node, ttl
-# Returns {"gone"} | {"toofar"} | {"ok", old node, epoch, session, frame, frame, ...}
+# Returns {"gone"} | {"toofar"} | {"ok", old node, epoch, session, "seq|blob", ...}
 ATTACH = """
 local P, pid, last = ARGV[1], ARGV[3], tonumber(ARGV[5])
 local node, ttl = ARGV[6], tonumber(ARGV[7])
@@ -100,8 +106,8 @@ if last < seq then
   local first = #entries > 0 and tonumber(string.match(entries[1], '^(%d+)|')) or nil
   if first == nil or first > last + 1 then return {'toofar'} end
   for _, e in ipairs(entries) do
-    local s, frame = string.match(e, '^(%d+)|(.*)$')
-    if tonumber(s) > last then table.insert(frames, frame) end
+    local s = string.match(e, '^(%d+)|')
+    if tonumber(s) > last then table.insert(frames, e) end
   end
 end
 local old = f[3] or ''

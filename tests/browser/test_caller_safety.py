@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Request, Route
@@ -41,9 +42,9 @@ async def handler_with_call(live: LiveServer, browser: Browser) -> tuple[Page, s
 
 
 @pytest.fixture
-async def exit_live(tmp_path: Path) -> AsyncIterator[LiveServer]:
+async def exit_live(backend: dict[str, Any], tmp_path: Path) -> AsyncIterator[LiveServer]:
     """A server whose quick exit goes to a neutral site that the browser context fakes."""
-    live = await start_server(tmp_path, quick_exit_url=NEUTRAL)
+    live = await start_server(tmp_path, quick_exit_url=NEUTRAL, **backend)
     try:
         yield live
     finally:

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from server import keys
 from server.accounts import StaffRole
 from server.invites import VICTIM_MESSAGES, LinkProblem
 from tests.support.live import LiveServer, SignalClient, StaffClient, start_server
@@ -194,8 +194,9 @@ def assets(page: Page) -> list[str]:
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[LiveServer]:
-    live = await start_server(tmp_path, caller_title=TITLE, quick_exit_url=QUICK_EXIT)
+async def server(backend: dict[str, Any], tmp_path: Path) -> AsyncIterator[LiveServer]:
+    live = await start_server(tmp_path, caller_title=TITLE, quick_exit_url=QUICK_EXIT,
+                              **backend)
     try:
         yield live
     finally:
@@ -294,8 +295,7 @@ async def test_the_shell_holds_no_credential_and_the_token_only_where_needed(
         assert name not in body
     for private in (session_id, "CAD-4471", "07911", "123456", "Hannah"):
         assert private not in answer.html, private
-    rows = await server.app[keys.STORES].db.fetchall("SELECT * FROM credentials")
-    assert rows == []
+    assert await server.credential_count() == 0
 
 
 @pytest.mark.parametrize("language", ["en", "cy"])
@@ -394,9 +394,7 @@ async def test_the_no_script_form_joins_in_the_chosen_language_once(server: Live
     assert again.status == 410
     assert "data-credential" not in again.page.first("body")
     assert again.page.first("body")["data-problem"] == "used"
-    rows = await server.app[keys.STORES].db.fetchall(
-        "SELECT * FROM credentials WHERE session_id = ?", (session_id,))
-    assert len(rows) == 1
+    assert await server.credential_count(session_id) == 1
 
 
 async def test_a_bare_form_post_keeps_the_sessions_language_and_consents_to_all(

@@ -6,10 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from server import keys
 from server.accounts import StaffRole
 from tests.support.calls import bring_specialist, open_call
 from tests.support.live import LiveServer, StaffClient, start_server
+from tests.support.unit_db import database_bytes
 
 PHONE = "07911 123456"
 REASON = "Victim has moved to a refuge today and the suspect is in custody."
@@ -229,10 +232,14 @@ async def test_who_may_write_and_read_case_notes(live: LiveServer) -> None:
     assert [e.header.kind for e in events].count("risk_assessment") == 1
 
 
-async def test_answers_and_notes_are_not_in_the_database_in_plaintext(tmp_path: Path) -> None:
+async def test_answers_and_notes_are_not_in_the_database_in_plaintext(
+    backend: dict[str, Any], request: pytest.FixtureRequest, tmp_path: Path,
+) -> None:
     """What is written in an assessment (reason, free-text answers) and a referral (notes,
-    agency) is only in the encrypted record: not a byte of it in the database files."""
-    live = await start_server(tmp_path)
+    agency) is only in the encrypted record: not a byte of it in the database files (or in
+    Redis's keys and append-only files)."""
+    redis = request.getfixturevalue("redis_server") if backend else None
+    live = await start_server(tmp_path, **backend)
     try:
         handler = await live.staff_client("hannah", StaffRole.HANDLER)
         session = await handler.create_session(phone=PHONE)
@@ -249,9 +256,11 @@ async def test_answers_and_notes_are_not_in_the_database_in_plaintext(tmp_path: 
         _, case = await handler.api("GET", f"/api/sessions/{session}/case", expect=200)
         assert case["case"]["assessment"]["answers"] == {"threat": threat, "priority": "high"}
         assert case["case"]["referrals"][0]["notes"] == NOTES
+        stored = await live.persisted_bytes(redis)
     finally:
         await live.stop()
-    stored = b"".join(p.read_bytes() for p in sorted((tmp_path / "data").glob("erv.sqlite3*")))
-    assert stored, "no database files found"
+    on_disk = database_bytes(tmp_path / "data") + (redis.aof_bytes() if redis else b"")
+    assert on_disk, "no database files found"
+    stored += on_disk
     for secret in (REASON, threat, "Pinkerton", agency, NOTES, "bluebell", "crossbow"):
         assert secret.encode() not in stored, f"{secret!r} is in the database in the clear"

@@ -20,7 +20,7 @@ from server.accounts import StaffRole
 from server.evidence_routes import EVIDENCE
 from server.record import SessionShredded
 from tests.support.live import LiveServer, StaffClient, start_server
-from tests.support.record import run_erv
+from tests.support.record import backend_env, run_erv
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + os.urandom(200)
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + os.urandom(300)
@@ -49,8 +49,10 @@ def files(live: LiveServer, session_id: str) -> list[Path]:
     return sorted(folder.iterdir()) if folder.exists() else []
 
 
-async def test_snapshot_and_upload_stored_encrypted_and_downloadable(tmp_path: Path) -> None:
-    live = await start_server(tmp_path, evidence_max_bytes=MAX_BYTES)
+async def test_snapshot_and_upload_stored_encrypted_and_downloadable(
+    backend: dict[str, Any], tmp_path: Path,
+) -> None:
+    live = await start_server(tmp_path, evidence_max_bytes=MAX_BYTES, **backend)
     try:
         handler, session_id, credential = await setup(live)
         status, snap = await post_raw(live, handler, f"/api/sessions/{session_id}/snapshots",
@@ -110,8 +112,8 @@ async def test_snapshot_and_upload_stored_encrypted_and_downloadable(tmp_path: P
         await live.stop()
 
 
-async def test_renamed_text_file_is_refused(tmp_path: Path) -> None:
-    live = await start_server(tmp_path, evidence_max_bytes=MAX_BYTES)
+async def test_renamed_text_file_is_refused(backend: dict[str, Any], tmp_path: Path) -> None:
+    live = await start_server(tmp_path, evidence_max_bytes=MAX_BYTES, **backend)
     try:
         handler, session_id, credential = await setup(live)
         text = b"Dear diary, this is not a photo at all.\n" * 4
@@ -126,8 +128,10 @@ async def test_renamed_text_file_is_refused(tmp_path: Path) -> None:
         await live.stop()
 
 
-async def test_oversize_upload_is_refused_and_nothing_stored(tmp_path: Path) -> None:
-    live = await start_server(tmp_path, evidence_max_bytes=MAX_BYTES)
+async def test_oversize_upload_is_refused_and_nothing_stored(
+    backend: dict[str, Any], tmp_path: Path,
+) -> None:
+    live = await start_server(tmp_path, evidence_max_bytes=MAX_BYTES, **backend)
     try:
         handler, session_id, credential = await setup(live)
         big = JPEG + os.urandom(MAX_BYTES)
@@ -145,8 +149,8 @@ async def test_oversize_upload_is_refused_and_nothing_stored(tmp_path: Path) -> 
         await live.stop()
 
 
-async def test_upload_needs_a_valid_credential(tmp_path: Path) -> None:
-    live = await start_server(tmp_path, evidence_max_bytes=MAX_BYTES)
+async def test_upload_needs_a_valid_credential(backend: dict[str, Any], tmp_path: Path) -> None:
+    live = await start_server(tmp_path, evidence_max_bytes=MAX_BYTES, **backend)
     try:
         _, session_id, _ = await setup(live)
         for headers in ({}, {"Authorization": "Bearer not-a-real-credential"},
@@ -158,8 +162,10 @@ async def test_upload_needs_a_valid_credential(tmp_path: Path) -> None:
         await live.stop()
 
 
-async def test_shredded_session_evidence_is_unreadable(tmp_path: Path) -> None:
-    live = await start_server(tmp_path, evidence_max_bytes=MAX_BYTES)
+async def test_shredded_session_evidence_is_unreadable(
+    backend: dict[str, Any], tmp_path: Path,
+) -> None:
+    live = await start_server(tmp_path, evidence_max_bytes=MAX_BYTES, **backend)
     try:
         handler, session_id, credential = await setup(live)
         status, up = await post_raw(live, None, "/j/upload", JPEG, {
@@ -193,11 +199,12 @@ async def test_shredded_session_evidence_is_unreadable(tmp_path: Path) -> None:
 
 
 async def test_export_carries_the_evidence_and_verifies(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    backend: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The auditor's bundle holds each evidence file decrypted, hashed in the signed manifest,
     and the file keys stay out of it."""
-    live = await start_server(tmp_path, evidence_max_bytes=MAX_BYTES)
+    live = await start_server(tmp_path, evidence_max_bytes=MAX_BYTES, **backend)
     try:
         await live.add_staff("audrey", StaffRole.AUDITOR)
         handler, session_id, credential = await setup(live)
@@ -210,15 +217,17 @@ async def test_export_carries_the_evidence_and_verifies(
     out = tmp_path / "bundle"
     code, text = await asyncio.to_thread(
         run_erv, live.config.data_dir, monkeypatch, capsys,
-        "export", session_id, "--out", str(out), "--by", "audrey")
+        "export", session_id, "--out", str(out), "--by", "audrey", env=backend_env(backend))
     assert code == 0, text
     assert (out / f"evidence-{snap['id']}.png").read_bytes() == PNG
     assert (out / f"evidence-{up['id']}.jpg").read_bytes() == JPEG
     assert '"key"' not in (out / "events.json").read_text()
     code, text = await asyncio.to_thread(run_erv, live.config.data_dir, monkeypatch, capsys,
-                                         "verify-export", str(out))
+                                         "verify-export", str(out),
+                                         env=backend_env(backend))
     assert code == 0, text
     (out / f"evidence-{up['id']}.jpg").write_bytes(JPEG[:-1] + b"\x00")
     code, text = await asyncio.to_thread(run_erv, live.config.data_dir, monkeypatch, capsys,
-                                         "verify-export", str(out))
+                                         "verify-export", str(out),
+                                         env=backend_env(backend))
     assert code == 1 and f"evidence-{up['id']}.jpg" in text, text

@@ -20,6 +20,7 @@ from server.invites import VICTIM_MESSAGES, LinkProblem
 from server.sms import TWILIO_STATUS_PATH, render_sms
 from server.sms.twilio import twilio_signature
 from tests.support.live import LiveServer, SignalClient, StaffClient, free_port, start_server
+from tests.support.record import as_bytes
 from tests.support.web_checks import assert_calm, assert_victim_page_headers
 
 E164 = "+447911123456"
@@ -148,7 +149,7 @@ async def test_a_link_redeems_exactly_once(live: LiveServer) -> None:
     assert page.status == 200
     await assert_refused(live, token, LinkProblem.USED)
     assert "already been used" in VICTIM_MESSAGES[LinkProblem.USED]
-    assert await credential_count(live, session_id) == 1
+    assert await live.credential_count(session_id) == 1
 
 
 async def test_an_expired_link_is_refused(live: LiveServer) -> None:
@@ -307,7 +308,8 @@ class FakeTwilio:
 
 
 @pytest.fixture
-async def twilio_server(tmp_path: Path) -> AsyncIterator[tuple[FakeTwilio, LiveServer]]:
+async def twilio_server(backend: dict[str, Any],
+                        tmp_path: Path) -> AsyncIterator[tuple[FakeTwilio, LiveServer]]:
     fake = FakeTwilio()
     app = web.Application()
     app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", fake.messages)
@@ -321,6 +323,7 @@ async def twilio_server(tmp_path: Path) -> AsyncIterator[tuple[FakeTwilio, LiveS
         twilio=TwilioSettings(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN,
                               from_number="+447700900000",
                               base_url=f"http://127.0.0.1:{port}"),
+        **backend,
     )
     try:
         yield fake, server
@@ -427,17 +430,6 @@ async def test_the_status_callback_is_not_a_staff_route(
     assert (await session_view(handler, session_id))["status"]["invite"]["sms_status"] == "sent"
 
 
-async def credential_count(live: LiveServer, session_id: str) -> int:
-    stores = live.app[keys.STORES]
-    if stores.redis is not None:
-        return int(await stores.redis.scard(
-            f"{live.config.redis_prefix}call:credentials:{session_id}"))
-    assert stores.db is not None
-    rows = await stores.db.fetchall("SELECT * FROM credentials WHERE session_id = ?",
-                                    (session_id,))
-    return len(rows)
-
-
 async def expire_links(live: LiveServer, session_id: str) -> None:
     """Test setup: move the session's link expiry into the past instead of waiting for it."""
     stores = live.app[keys.STORES]
@@ -446,7 +438,8 @@ async def expire_links(live: LiveServer, session_id: str) -> None:
         prefix = live.config.redis_prefix
         ids = await stores.redis.lrange(f"{prefix}call:invites:{session_id}", 0, -1)
         assert len(ids) == 1
-        await stores.redis.hset(f"{prefix}call:invite:{ids[0].decode()}", "expires_at", past)
+        invite_key = f"{prefix}call:invite:{as_bytes(ids[0]).decode()}"
+        await stores.redis.hset(invite_key, "expires_at", past)
         return
     assert stores.db is not None
     changed = await stores.db.execute(

@@ -43,15 +43,21 @@ async def test_a_call_leaves_no_plaintext_in_the_database_or_logs(
         for kind in ("session_created", "chat", "location", "advice", "session_ended"):
             assert kind in kinds
         assert any(e.body.get("text") == SECRETS[0] for e in events)
-        stored = await live.persisted_bytes(redis)
+        held = await live.stored_bytes()  # every Redis key and value, or the SQLite files
     finally:
         await live.stop()
 
-    # And what is on disk once the server has stopped.
-    stored += database_bytes(tmp_path / "data") + (redis.aof_bytes() if redis else b"")
+    # What is on disk once the server has stopped.
+    stored = held + database_bytes(tmp_path / "data")
     assert stored, "nothing stored was found"
+    aof = redis.aof_bytes() if redis else b""
+    assert aof or not redis, "no append-only file was found"
     logs = caplog.text
     numbers = ("+447911123456", "7911123456", "07911 123456", "911123456")
     for secret in (*SECRETS, *numbers, token, call.credential):
         assert secret.encode() not in stored, f"{secret!r} is in the store in the clear"
         assert secret not in logs, f"{secret!r} is in the logs"
+    # Live messages pass through Redis sealed under the session's live key: nothing said in
+    # the call is in Redis's files in the clear, not even while the call runs.
+    for secret in (*SECRETS, *numbers, token, call.credential):
+        assert secret.encode() not in aof, f"{secret!r} is in Redis's files in the clear"

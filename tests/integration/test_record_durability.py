@@ -2,6 +2,7 @@
 
 The server process is killed with requests still in flight. Each session whose creation was
 answered 201 must, after the kill, have its record events on disk, and the chain must verify.
+On Redis the Redis server is then SIGKILLed too and restarted from its append-only file.
 """
 
 from __future__ import annotations
@@ -12,20 +13,25 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.support.live import free_port
-from tests.support.record import open_record, run_erv
+from tests.support.record import backend_env, run_erv, stopped_stores
+from tests.support.redis_server import RedisServer
 
 PASSWORD = "durability test password"
 
 
-async def start(data_dir: Path, port: int) -> asyncio.subprocess.Process:
+async def start(data_dir: Path, port: int,
+                backend: dict[str, Any]) -> asyncio.subprocess.Process:
     env = {**os.environ, "ERV_PORT": str(port), "ERV_DATA_DIR": str(data_dir),
            "ERV_TLS": "false", "ERV_SECURE_COOKIES": "false", "ERV_DEMO_PASSWORD": PASSWORD}
-    env.pop("ERV_RECORD_KEYS", None)
+    for name in ("ERV_RECORD_KEYS", "ERV_REDIS_URL"):
+        env.pop(name, None)
+    env.update(backend_env(backend))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server.cli", "run", "--demo", env=env,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -61,11 +67,13 @@ async def create_sessions(url: str, acknowledged: list[str], stop: asyncio.Event
                 return  # the server is gone
 
 
-async def test_acknowledged_writes_survive_sigkill(tmp_path: Path,
+async def test_acknowledged_writes_survive_sigkill(backend: dict[str, Any],
+                                                   request: pytest.FixtureRequest,
+                                                   tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     data_dir, port = tmp_path / "data", free_port()
-    proc = await start(data_dir, port)
+    proc = await start(data_dir, port, backend)
     acknowledged: list[str] = []
     stop = asyncio.Event()
     writers = [asyncio.ensure_future(create_sessions(f"http://127.0.0.1:{port}", acknowledged,
@@ -78,19 +86,24 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path,
     stop.set()
     await asyncio.gather(*writers)
     assert proc.returncode == -signal.SIGKILL
+    if backend:
+        # Acknowledged means on Redis's disk (appendfsync always): kill Redis as well.
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        redis.kill()
+        redis.start()
 
-    async with open_record(data_dir) as (db, store):
+    async with stopped_stores(data_dir, backend) as stores:
         for session_id in acknowledged:
-            kinds = [event.header.kind for event in await store.read(session_id)]
+            kinds = [event.header.kind for event in await stores.record.read(session_id)]
             assert kinds[:2] == ["session_created", "invite_sent"], (session_id, kinds)
-            row = await db.fetchone("SELECT state FROM video_sessions WHERE id = ?",
-                                    (session_id,))
-            assert row is not None and row["state"] == "invited"
+            session = await stores.sessions.get(session_id)
+            assert session is not None and session.state == "invited"
 
-    code, out = await asyncio.to_thread(run_erv, data_dir, monkeypatch, capsys, "verify-record")
+    code, out = await asyncio.to_thread(run_erv, data_dir, monkeypatch, capsys, "verify-record",
+                                        env=backend_env(backend))
     assert code == 0 and "chain intact" in out
 
     # And the service starts again on the same files.
-    proc = await start(data_dir, port)
+    proc = await start(data_dir, port, backend)
     proc.terminate()
     await proc.wait()

@@ -11,46 +11,57 @@ import json
 import shutil
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.accounts import StaffRole
-from tests.support.record import open_record, record_a_call, run_erv
+from tests.support.record import backend_env, record_a_call, run_erv, stopped_stores
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A stopped server's data folder (and Redis), holding a whole call's record."""
+
+    data_dir: Path
+    session_id: str
+    backend: dict[str, Any]
 
 
 @pytest.fixture
-async def recorded_call(tmp_path: Path) -> tuple[Path, str]:
-    """A data folder holding a whole call's record (server stopped), and the session id."""
-    return await record_a_call(tmp_path, ("audrey", StaffRole.AUDITOR),
-                               ("sam", StaffRole.SUPERVISOR))
+async def recorded_call(backend: dict[str, Any], tmp_path: Path) -> Recorded:
+    data_dir, session_id = await record_a_call(tmp_path, ("audrey", StaffRole.AUDITOR),
+                                               ("sam", StaffRole.SUPERVISOR), **backend)
+    return Recorded(data_dir, session_id, backend)
 
 
-def erv(data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-        *argv: str) -> tuple[int, str]:
-    return run_erv(data_dir, monkeypatch, capsys, *argv)
+def erv(recorded: Recorded, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    return run_erv(recorded.data_dir, monkeypatch, capsys, *argv,
+                   env=backend_env(recorded.backend))
 
 
-async def record_of(data_dir: Path, session_id: str) -> list[tuple[str, dict[str, object]]]:
-    async with open_record(data_dir) as (_, store):
-        return [(e.header.kind, e.body) for e in await store.read(session_id)]
+async def record_of(recorded: Recorded) -> list[tuple[str, dict[str, object]]]:
+    async with stopped_stores(recorded.data_dir, recorded.backend) as stores:
+        return [(e.header.kind, e.body) for e in await stores.record.read(recorded.session_id)]
 
 
-def export(recorded: tuple[Path, str], out: Path, monkeypatch: pytest.MonkeyPatch,
+def export(recorded: Recorded, out: Path, monkeypatch: pytest.MonkeyPatch,
            capsys: pytest.CaptureFixture[str]) -> str:
-    data_dir, session_id = recorded
-    code, text = erv(data_dir, monkeypatch, capsys, "export", session_id, "--out", str(out),
-                     "--by", "audrey")
+    code, text = erv(recorded, monkeypatch, capsys, "export", recorded.session_id,
+                     "--out", str(out), "--by", "audrey")
     assert code == 0, text
     return text
 
 
-def test_export_of_a_real_call_verifies(recorded_call: tuple[Path, str], tmp_path: Path,
+def test_export_of_a_real_call_verifies(recorded_call: Recorded, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    data_dir, session_id = recorded_call
+    data_dir, session_id = recorded_call.data_dir, recorded_call.session_id
     out = tmp_path / "bundle"
     text = export(recorded_call, out, monkeypatch, capsys)
     assert "BEGIN PUBLIC KEY" in text
@@ -70,21 +81,21 @@ def test_export_of_a_real_call_verifies(recorded_call: tuple[Path, str], tmp_pat
     assert manifest["record_head_seq"] >= len(kinds)
     assert set(manifest["files"]) == {"events.json", "signer.pub"}
 
-    code, text = erv(data_dir, monkeypatch, capsys, "verify-export", str(out))
+    code, text = erv(recorded_call, monkeypatch, capsys, "verify-export", str(out))
     assert code == 0 and "export intact" in text, text
-    code, text = erv(data_dir, monkeypatch, capsys, "verify-export", str(out),
+    code, text = erv(recorded_call, monkeypatch, capsys, "verify-export", str(out),
                      "--public-key", str(out / "signer.pub"))
     assert code == 0 and "export intact" in text, text
 
     # The export is itself in the record: who, but no content.
-    exported = [body for kind, body in asyncio.run(record_of(data_dir, session_id))
+    exported = [body for kind, body in asyncio.run(record_of(recorded_call))
                 if kind == "record_exported"]
     assert len(exported) == 1 and exported[0]["by"] == "audrey"
     assert "he is downstairs" not in json.dumps(exported[0])
     # The same key signs the next export.
     text2 = export(recorded_call, tmp_path / "second", monkeypatch, capsys)
     assert manifest["signer"] in text2
-    code, _ = erv(data_dir, monkeypatch, capsys, "verify-record")
+    code, _ = erv(recorded_call, monkeypatch, capsys, "verify-record")
     assert code == 0
 
 
@@ -137,37 +148,36 @@ Tamper = Callable[[Path, Path], tuple[list[str], str]]
                                     wrong_public_key, swap_signer],
                          ids=["flipped-byte", "edited-manifest", "deleted-file",
                               "wrong-public-key", "swapped-signer"])
-def test_a_changed_bundle_fails_naming_what(tamper: Tamper, recorded_call: tuple[Path, str],
+def test_a_changed_bundle_fails_naming_what(tamper: Tamper, recorded_call: Recorded,
                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bundle"
     export(recorded_call, out, monkeypatch, capsys)
     extra, reason = tamper(out, tmp_path)
-    code, text = erv(recorded_call[0], monkeypatch, capsys, "verify-export", str(out), *extra)
+    code, text = erv(recorded_call, monkeypatch, capsys, "verify-export", str(out), *extra)
     assert code == 1, text
     assert "export BROKEN" in text and reason in text, text
 
 
-def test_an_added_file_is_named(recorded_call: tuple[Path, str], tmp_path: Path,
+def test_an_added_file_is_named(recorded_call: Recorded, tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bundle"
     export(recorded_call, out, monkeypatch, capsys)
     (out / "note.txt").write_text("planted")
-    code, text = erv(recorded_call[0], monkeypatch, capsys, "verify-export", str(out))
+    code, text = erv(recorded_call, monkeypatch, capsys, "verify-export", str(out))
     assert code == 1 and "note.txt: not listed in the manifest" in text, text
 
 
 @pytest.mark.parametrize("by", ["sam", "hannah", "nobody"],
                          ids=["supervisor", "handler", "unknown"])
-def test_only_an_auditor_may_export(by: str, recorded_call: tuple[Path, str],
+def test_only_an_auditor_may_export(by: str, recorded_call: Recorded,
                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    data_dir, session_id = recorded_call
     out = tmp_path / "bundle"
-    code, text = erv(data_dir, monkeypatch, capsys, "export", session_id, "--out", str(out),
-                     "--by", by)
+    code, text = erv(recorded_call, monkeypatch, capsys, "export", recorded_call.session_id,
+                     "--out", str(out), "--by", by)
     assert code == 2 and "not an active auditor" in text, text
     assert not out.exists()
-    kinds = [kind for kind, _ in asyncio.run(record_of(data_dir, session_id))]
+    kinds = [kind for kind, _ in asyncio.run(record_of(recorded_call))]
     assert "record_exported" not in kinds

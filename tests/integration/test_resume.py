@@ -115,10 +115,11 @@ async def test_resume_with_wrong_secret_or_unknown_pid_fails(live: LiveServer) -
     assert present["state"] == "present"
 
 
-async def test_after_the_window_the_caller_starts_fresh(tmp_path: Path) -> None:
+async def test_after_the_window_the_caller_starts_fresh(backend: dict[str, Any],
+                                                        tmp_path: Path) -> None:
     """Past the resume window peers get `peer left` (timeout), resume fails, and the
     credential joins again as a new participant whose seq starts at 1."""
-    server = await start_server(tmp_path, resume_window=1)
+    server = await start_server(tmp_path, resume_window=1, **backend)
     try:
         call = await open_call(server, "hannah")
         fields = resume_fields(call.caller)

@@ -13,11 +13,13 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.support.live import free_port
+from tests.support.record import backend_env
 
 DEMO_PASSWORD = "demo password for tests"
 
@@ -38,7 +40,7 @@ class Process:
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[Process]:
+async def served(backend: dict[str, Any], tmp_path: Path) -> AsyncIterator[Process]:
     port = free_port()
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     env = {
@@ -50,6 +52,8 @@ async def served(tmp_path: Path) -> AsyncIterator[Process]:
         "ERV_DEMO_PASSWORD": DEMO_PASSWORD,
         "ERV_LOG_LEVEL": "DEBUG",
     }
+    env.pop("ERV_REDIS_URL", None)
+    env.update(backend_env(backend))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server.cli", "run", "--demo",
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -126,10 +126,11 @@ async def test_decline_moves_on_and_runs_out_clearly(live: LiveServer) -> None:
     assert "No specialist is available" in error["message"]
 
 
-async def test_ring_timeout_and_a_late_accept_is_refused(tmp_path: Path) -> None:
+async def test_ring_timeout_and_a_late_accept_is_refused(backend: dict[str, Any],
+                                                         tmp_path: Path) -> None:
     """An unanswered invitation times out on both sides; accepting afterwards fails and
     does not let the specialist in."""
-    server = await start_server(tmp_path, specialist_ring=1)
+    server = await start_server(tmp_path, specialist_ring=1, **backend)
     try:
         call = await open_call(server, "hannah")
         sam, lobby = await specialist_on_call(server, "sam")

@@ -17,6 +17,7 @@ from server import cli, keys
 from server.accounts import StaffRole, failure_delay
 from server.phone import masked
 from tests.support.live import PASSWORD, LiveServer, SignalClient, StaffClient, start_server
+from tests.support.record import as_bytes, backend_env
 from tests.support.web_checks import (
     assert_calm,
     assert_no_store_and_csp,
@@ -88,9 +89,11 @@ async def test_sign_in_cookie_is_http_only_strict_and_stored_only_as_a_hash(
     assert cookie.value.encode() not in await live.stored_bytes()
 
 
-async def test_secure_cookies_use_the_host_prefix_and_secure_flag(tmp_path: Path) -> None:
+async def test_secure_cookies_use_the_host_prefix_and_secure_flag(
+    backend: dict[str, Any], tmp_path: Path,
+) -> None:
     """With secure_cookies on, the cookie is __Host-erv, Secure, HttpOnly, Strict, Path=/."""
-    server = await start_server_with(tmp_path, secure_cookies=True)
+    server = await start_server_with(tmp_path, secure_cookies=True, **backend)
     try:
         await server.add_staff("hannah", StaffRole.HANDLER)
         status, body, cookies, _ = await sign_in_raw(server, "hannah", PASSWORD)
@@ -149,9 +152,12 @@ async def test_wrong_password_is_401_with_a_generic_message_and_no_cookie(
     assert await stored_staff_sessions(live) == []
 
 
-async def test_each_failure_makes_the_answer_slower(tmp_path: Path) -> None:
+async def test_each_failure_makes_the_answer_slower(
+    backend: dict[str, Any], tmp_path: Path,
+) -> None:
     """The server waits at least the documented, growing delay after each failure."""
-    server = await start_server(tmp_path, login_max_failures=3, login_lock_seconds=60)
+    server = await start_server(tmp_path, login_max_failures=3, login_lock_seconds=60,
+                                **backend)
     try:
         await server.add_staff("hannah", StaffRole.HANDLER)
         taken = []
@@ -165,33 +171,28 @@ async def test_each_failure_makes_the_answer_slower(tmp_path: Path) -> None:
         # A success resets the count, and answers without the penalty.
         status, _, _, _ = await sign_in_raw(server, "hannah", PASSWORD)
         assert status == 200
-        row = await server.app[keys.STORES].db.fetchone(
-            "SELECT failed_logins FROM staff WHERE username = 'hannah'"
-        )
-        assert row is not None and row["failed_logins"] == 0
+        assert (await lock_state(server, "hannah"))[0] == 0
     finally:
         await server.stop()
 
 
 async def test_repeated_failures_lock_the_account_even_for_the_right_password(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    backend: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """After login_max_failures wrong tries the right password is refused with the same
     generic answer until the lock ends. Tries sent in parallel, more than the limit, must not
     undo the lock (a late failure once reset locked_until to 0)."""
     # The locked answer waits MAX_DELAY (8 s); a shorter one keeps the test fast.
     monkeypatch.setattr("server.accounts.MAX_DELAY", 1.0)
-    server = await start_server(tmp_path, login_max_failures=3, login_lock_seconds=600)
+    server = await start_server(tmp_path, login_max_failures=3, login_lock_seconds=600,
+                                **backend)
     try:
         await server.add_staff("hannah", StaffRole.HANDLER)
         tries = await asyncio.gather(*(
             sign_in_raw(server, "hannah", f"wrong password {n}") for n in range(5)
         ))
         assert [t[0] for t in tries] == [401] * 5
-        row = await server.app[keys.STORES].db.fetchone(
-            "SELECT locked_until FROM staff WHERE username = 'hannah'"
-        )
-        assert row is not None and row["locked_until"] > time.time() + 500
+        assert (await lock_state(server, "hannah"))[1] > time.time() + 500
 
         status, body, cookies, seconds = await sign_in_raw(server, "hannah", PASSWORD)
         assert status == 401
@@ -200,9 +201,7 @@ async def test_repeated_failures_lock_the_account_even_for_the_right_password(
         assert seconds >= 1.0 - 0.005
 
         # When the lock runs out, the right password works again.
-        await server.app[keys.STORES].db.execute(
-            "UPDATE staff SET locked_until = ? WHERE username = 'hannah'", (time.time() - 1,)
-        )
+        await end_lock(server, "hannah")
         status, _, cookies, _ = await sign_in_raw(server, "hannah", PASSWORD)
         assert status == 200 and len(cookies) == 1
     finally:
@@ -480,10 +479,13 @@ async def test_supervisor_and_auditor_see_everything_but_cannot_end(live: LiveSe
 
 
 async def test_erv_add_user_makes_an_account_that_can_sign_in(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    backend: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`erv add-user NAME ROLE` with ERV_NEW_PASSWORD creates a working account."""
     monkeypatch.setenv("ERV_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("ERV_REDIS_URL", raising=False)
+    for name, value in backend_env(backend).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("ERV_NEW_PASSWORD", "a long enough new password")
     # main() runs its own event loop, so it runs on another thread here.
     code = await asyncio.to_thread(cli.main, ["add-user", "Carol", "handler", "--name", "Carol"])
@@ -493,7 +495,7 @@ async def test_erv_add_user_makes_an_account_that_can_sign_in(
     monkeypatch.setenv("ERV_NEW_PASSWORD", "short")
     assert await asyncio.to_thread(cli.main, ["add-user", "dave", "handler"]) != 0
 
-    server = await start_server(tmp_path)
+    server = await start_server(tmp_path, **backend)
     try:
         status, body, cookies, _ = await sign_in_raw(
             server, "carol", "a long enough new password"
@@ -509,6 +511,7 @@ def test_erv_add_user_refuses_an_unknown_role(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A bad role exits non-zero and creates no database entry."""
+    # Embedded only: the role is refused before any store is opened, whatever the backend.
     monkeypatch.setenv("ERV_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("ERV_NEW_PASSWORD", "a long enough new password")
     with pytest.raises(SystemExit) as exited:
@@ -673,3 +676,39 @@ async def stored_staff_sessions(server: LiveServer) -> list[str]:
     assert stores.db is not None
     return sorted(row["token_hash"] for row in
                   await stores.db.fetchall("SELECT token_hash FROM staff_sessions"))
+
+
+async def lock_state(server: LiveServer, username: str) -> tuple[int, float]:
+    """(failed sign-ins counted, locked until) of an account, read from the store."""
+    stores = server.app[keys.STORES]
+    if stores.redis is not None:
+        fields = await stores.redis.hgetall(await redis_staff_key(server, username))
+        return int(fields[b"failed_logins"]), float(fields[b"locked_until"])
+    assert stores.db is not None
+    row = await stores.db.fetchone(
+        "SELECT failed_logins, locked_until FROM staff WHERE username = ?", (username,))
+    assert row is not None
+    return int(row["failed_logins"]), float(row["locked_until"] or 0)
+
+
+async def end_lock(server: LiveServer, username: str) -> None:
+    """Test setup: move the account's lock into the past instead of waiting for it."""
+    stores = server.app[keys.STORES]
+    past = time.time() - 1
+    if stores.redis is not None:
+        await stores.redis.hset(await redis_staff_key(server, username), "locked_until",
+                                repr(past))
+        return
+    assert stores.db is not None
+    changed = await stores.db.execute(
+        "UPDATE staff SET locked_until = ? WHERE username = ?", (past, username))
+    assert changed == 1
+
+
+async def redis_staff_key(server: LiveServer, username: str) -> str:
+    stores = server.app[keys.STORES]
+    assert stores.redis is not None
+    prefix = server.config.redis_prefix
+    staff_id = await stores.redis.hget(f"{prefix}staff:usernames", username)
+    assert staff_id is not None, username
+    return f"{prefix}staff:{as_bytes(staff_id).decode()}"

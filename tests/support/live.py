@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from redis.asyncio import Redis
 
 from server import keys
 from server.access_log import AccessLogger
@@ -84,12 +85,22 @@ class LiveServer:
         if stores.redis is None:
             return held
         assert redis_server is not None, "a Redis-backed server needs its redis_server"
-        for _ in range(200):
-            info = await stores.redis.info("persistence")
-            if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
-                break
-            await asyncio.sleep(0.05)
-        return held + redis_server.aof_bytes()
+        return held + await settled_aof_bytes(stores.redis, redis_server)
+
+    async def credential_count(self, session_id: str | None = None) -> int:
+        """How many victim credentials the store holds (for one session, or in all)."""
+        stores = self.app[keys.STORES]
+        prefix = self.config.redis_prefix
+        if stores.redis is not None and session_id is not None:
+            return int(await stores.redis.scard(f"{prefix}call:credentials:{session_id}"))
+        if stores.redis is not None:
+            pattern = f"{prefix}call:credential:*"
+            return len([key async for key in stores.redis.scan_iter(match=pattern)])
+        assert stores.db is not None
+        if session_id is None:
+            return len(await stores.db.fetchall("SELECT * FROM credentials"))
+        return len(await stores.db.fetchall("SELECT * FROM credentials WHERE session_id = ?",
+                                            (session_id,)))
 
     def outbox(self) -> list[Any]:
         return list(self.app[keys.SMS].entries())  # type: ignore[attr-defined]
@@ -112,6 +123,16 @@ class LiveServer:
         client = await SignalClient.connect(self, self.new_http())
         await client.hello(credential=credential["credential"])
         return client
+
+
+async def settled_aof_bytes(client: Redis, redis_server: RedisServer) -> bytes:
+    """Redis's append-only files, read once any rewrite (a shred asks for one) is done."""
+    for _ in range(200):
+        info = await client.info("persistence")
+        if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
+            break
+        await asyncio.sleep(0.05)
+    return redis_server.aof_bytes()
 
 
 async def start_server(tmp_path: Path, **overrides: Any) -> LiveServer:

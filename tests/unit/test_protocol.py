@@ -417,3 +417,10 @@ def test_huge_integer_lat_is_bad_field() -> None:
     error = refused('{"type": "location", "lat": ' + "9" * 400 + ', "lon": 0, "accuracy": 1,'
                     ' "ts": 1}')
     assert error.code.value == "bad_field"
+
+
+def test_a_lone_surrogate_is_bad_json() -> None:
+    """Valid JSON text that names half a UTF-16 pair could never be sent on to a peer."""
+    with pytest.raises(ProtocolError) as caught:
+        parse('{"type":"chat","text":"\\ud800"}')
+    assert caught.value.code is ErrorCode.BAD_JSON
