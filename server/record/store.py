@@ -17,7 +17,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -169,13 +169,72 @@ def _row_to_record(row: sqlite3.Row) -> StoredRecord:
 
 
 @dataclass
-class _PendingAppend:
+class PendingAppend:
     """One validated append waiting for the flusher."""
 
     session_ref: str
     kind: str
     plaintext: bytes
     future: asyncio.Future[RecordHeader]
+
+
+AppendOutcome = RecordHeader | CaseRecordError | RecordKeyError
+BatchWriter = Callable[[list[PendingAppend]], Awaitable[list[AppendOutcome]]]
+
+
+class GroupCommit:
+    """Appends that arrive while a batch is being written go together in the next one.
+
+    `write` stores a whole batch atomically (one transaction, one script call) and returns
+    each append's outcome, in order; a batch that raises was stored not at all.
+    """
+
+    def __init__(self, write: BatchWriter) -> None:
+        self._write = write
+        # Appends waiting for the flusher, in arrival (= sequence) order.
+        self._pending: list[PendingAppend] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def append(self, session_ref: str, kind: str, plaintext: bytes) -> RecordHeader:
+        future: asyncio.Future[RecordHeader] = asyncio.get_running_loop().create_future()
+        self._pending.append(PendingAppend(session_ref, kind, plaintext, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="case-record-flusher")
+        return await future
+
+    async def _flush(self) -> None:
+        """Write queued appends, one batch at a time, until the queue is empty."""
+        batch: list[PendingAppend] = []
+        try:
+            while self._pending:
+                batch = [entry for entry in self._pending[:MAX_BATCH] if not entry.future.done()]
+                del self._pending[:MAX_BATCH]
+                if batch:
+                    await self._commit(batch)
+                batch = []
+        finally:
+            # Reached with work left only if the flusher itself was cancelled (loop shutdown):
+            # then nobody may be left waiting forever.
+            for entry in [*batch, *self._pending]:
+                entry.future.cancel()
+            self._pending.clear()
+
+    async def _commit(self, batch: list[PendingAppend]) -> None:
+        """Each caller learns its own outcome once the whole batch is stored."""
+        try:
+            outcomes = await self._write(batch)
+        except Exception as exc:  # not stored: no caller may count on it
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(exc)
+            return
+        for entry, outcome in zip(batch, outcomes, strict=True):
+            if entry.future.done():  # its caller gave up; the record is stored regardless
+                continue
+            if isinstance(outcome, RecordHeader):
+                entry.future.set_result(outcome)
+            else:
+                entry.future.set_exception(outcome)
 
 
 class SqliteCaseRecordStore:
@@ -189,9 +248,9 @@ class SqliteCaseRecordStore:
         self._clock = clock
         # session_ref -> data key; touched only on the database thread.
         self._data_keys: dict[str, bytes] = {}
-        # Appends waiting for the flusher, in arrival (= sequence) order.
-        self._pending: list[_PendingAppend] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._appends = GroupCommit(
+            lambda batch: self._db.transaction(lambda conn: self._write_batch(conn, batch))
+        )
 
     async def open(self) -> None:
         """Create the record's tables if needed."""
@@ -257,50 +316,11 @@ class SqliteCaseRecordStore:
     # --- the interface -----------------------------------------------------------------------
 
     async def append(self, session_ref: str, kind: str, body: Mapping[str, Any]) -> RecordHeader:
-        plaintext = check_append(session_ref, kind, body)
         # Validated before queueing, so a bad append fails alone and never its batch.
-        future: asyncio.Future[RecordHeader] = asyncio.get_running_loop().create_future()
-        self._pending.append(_PendingAppend(session_ref, kind, plaintext, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="case-record-flusher")
-        return await future
-
-    async def _flush(self) -> None:
-        """Write queued appends, one batch per transaction, until the queue is empty."""
-        batch: list[_PendingAppend] = []
-        try:
-            while self._pending:
-                batch = [entry for entry in self._pending[:MAX_BATCH] if not entry.future.done()]
-                del self._pending[:MAX_BATCH]
-                if batch:
-                    await self._commit_batch(batch)
-                batch = []
-        finally:
-            # Reached with work left only if the flusher itself was cancelled (loop shutdown):
-            # then nobody may be left waiting forever.
-            for entry in [*batch, *self._pending]:
-                entry.future.cancel()
-            self._pending.clear()
-
-    async def _commit_batch(self, batch: list[_PendingAppend]) -> None:
-        """One transaction for the batch; each caller learns its own outcome after COMMIT."""
-        try:
-            outcomes = await self._db.transaction(lambda conn: self._write_batch(conn, batch))
-        except Exception as exc:  # rolled back: nothing of the batch is stored
-            for entry in batch:
-                if not entry.future.done():
-                    entry.future.set_exception(exc)
-            return
-        for entry, outcome in zip(batch, outcomes, strict=True):
-            if entry.future.done():  # its caller gave up; the record is stored regardless
-                continue
-            if isinstance(outcome, RecordHeader):
-                entry.future.set_result(outcome)
-            else:
-                entry.future.set_exception(outcome)
+        return await self._appends.append(session_ref, kind, check_append(session_ref, kind, body))
 
     def _write_batch(
-        self, conn: sqlite3.Connection, batch: list[_PendingAppend]
+        self, conn: sqlite3.Connection, batch: list[PendingAppend]
     ) -> list[RecordHeader | CaseRecordError | RecordKeyError]:
         """On the database thread, inside one transaction: seal and chain the batch in order.
 

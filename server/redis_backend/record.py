@@ -61,10 +61,11 @@ from server.record.crypto import (
 )
 from server.record.retention import ACCESS_KINDS
 from server.record.store import (
-    MAX_BATCH,
     PAGE_SIZE,
     CaseEvent,
     CaseRecordError,
+    GroupCommit,
+    PendingAppend,
     RecordUnreadable,
     SessionShredded,
     check_append,
@@ -151,16 +152,6 @@ def _wrapped(raw: Mapping[bytes, bytes]) -> dict[str, WrappedKey]:
 
 
 @dataclass
-class _PendingAppend:
-    """One validated append waiting for the flusher."""
-
-    session_ref: str
-    kind: str
-    plaintext: bytes
-    future: asyncio.Future[RecordHeader]
-
-
-@dataclass
 class _SessionPlan:
     """What one attempt does with one session's data key."""
 
@@ -197,8 +188,7 @@ class RedisCaseRecordStore:
         self._shred_script = redis.register_script(SHRED)
         # session_ref -> data key, only for sessions whose key is known to be stored.
         self._data_keys: dict[str, bytes] = {}
-        self._pending: list[_PendingAppend] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._appends = GroupCommit(self._write_batch)
 
     async def open(self) -> None:
         """Nothing to create: Redis makes keys on first write."""
@@ -206,46 +196,10 @@ class RedisCaseRecordStore:
     # --- appending ---------------------------------------------------------------------------
 
     async def append(self, session_ref: str, kind: str, body: Mapping[str, Any]) -> RecordHeader:
-        plaintext = check_append(session_ref, kind, body)
-        future: asyncio.Future[RecordHeader] = asyncio.get_running_loop().create_future()
-        self._pending.append(_PendingAppend(session_ref, kind, plaintext, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="case-record-flusher")
-        return await future
-
-    async def _flush(self) -> None:
-        """Write queued appends, one batch per script call, until the queue is empty."""
-        batch: list[_PendingAppend] = []
-        try:
-            while self._pending:
-                batch = [entry for entry in self._pending[:MAX_BATCH] if not entry.future.done()]
-                del self._pending[:MAX_BATCH]
-                if batch:
-                    await self._commit_batch(batch)
-                batch = []
-        finally:
-            for entry in [*batch, *self._pending]:
-                entry.future.cancel()
-            self._pending.clear()
-
-    async def _commit_batch(self, batch: list[_PendingAppend]) -> None:
-        try:
-            outcomes = await self._write_batch(batch)
-        except Exception as exc:  # not acknowledged: the caller must not count on it
-            for entry in batch:
-                if not entry.future.done():
-                    entry.future.set_exception(exc)
-            return
-        for entry, outcome in zip(batch, outcomes, strict=True):
-            if entry.future.done():
-                continue
-            if isinstance(outcome, RecordHeader):
-                entry.future.set_result(outcome)
-            else:
-                entry.future.set_exception(outcome)
+        return await self._appends.append(session_ref, kind, check_append(session_ref, kind, body))
 
     async def _write_batch(
-        self, batch: list[_PendingAppend]
+        self, batch: list[PendingAppend]
     ) -> list[RecordHeader | CaseRecordError | RecordKeyError]:
         refs = list(dict.fromkeys(entry.session_ref for entry in batch))
         batch_key = self.keys.batch(secrets.token_hex(16))
@@ -286,7 +240,7 @@ class RedisCaseRecordStore:
                 await asyncio.sleep(0.05 * (resend + 1))
         raise AssertionError("unreachable")
 
-    async def _seal(self, batch: list[_PendingAppend], refs: list[str]) -> _Attempt:
+    async def _seal(self, batch: list[PendingAppend], refs: list[str]) -> _Attempt:
         """Read the head and the sessions' keys in one MULTI, then seal the batch after it."""
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hmget(self.keys.head, ["seq", "hash"])
