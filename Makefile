@@ -36,9 +36,17 @@ system-deps:
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest -q
 
-# Speed and memory figures live here, never in timed tests.
-bench: $(STAMP)
-	$(BIN)/python bench/case_record.py
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# Speed and memory figures live here, never in timed tests. About 10 minutes on 2 cores; it
+# installs PeerJS server into bench/peerjs itself. ERV_BENCH_PARTS=relay,profile runs a part
+# (see bench/run.py). Writes bench/RESULTS.md, bench/results.json and bench/relay.png.
+bench: $(BENCH_STAMP) system-deps
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

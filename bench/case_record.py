@@ -1,7 +1,8 @@
 """Case-record benchmark: durable appends per second and p99 append latency, side by side with
 a plain SQLite insert at the same durability (WAL, synchronous=FULL, one transaction each);
 then the same appends from 8 concurrent writers (where group commit shares each transaction),
-then chain verification speed. Run by `make bench`; never part of `make test`."""
+then chain verification speed. Part of `make bench` (bench/run.py), never of `make test`;
+`python -m bench.case_record` runs it alone (results-case-record.json)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import os
 import platform
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import commit
 from server.db import Database
 from server.record import SqliteCaseRecordStore
 from server.record.crypto import load_or_create_keyring
@@ -95,23 +96,15 @@ async def plain_inserts(folder: Path) -> tuple[list[float], float]:
     return latencies, elapsed
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
-                              capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-async def main() -> None:
+async def run() -> dict[str, object]:
+    """Every case-record figure, as one dict (also used by `make bench`, see bench/run.py)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         # Alternate so neither side always runs on a warmer machine.
         plain, plain_s = await plain_inserts(folder)
         record, record_s, verify_s = await record_appends(folder)
         concurrent, concurrent_s = await concurrent_appends(folder)
-    results = {
+    results: dict[str, object] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": commit(),
         "machine": (f"{platform.machine()}, {os.cpu_count()} cores, "
@@ -128,21 +121,29 @@ async def main() -> None:
         "plain_p50_ms": statistics.median(plain) * 1000,
         "plain_p99_ms": percentile(plain, 0.99) * 1000,
         "verify_records_per_s": APPENDS / verify_s,
+        "record_vs_plain_throughput": (APPENDS / record_s) / (APPENDS / plain_s),
     }
-    results["record_vs_plain_throughput"] = (
-        results["record_appends_per_s"] / results["plain_inserts_per_s"]
-    )
-    print(write_results(results))
+    return results
 
 
-def write_results(r: dict[str, object]) -> str:
+async def main() -> None:
+    results = await run()
+    write_json(results)
+    print(table(results))
+
+
+def write_json(r: dict[str, object]) -> None:
     out = Path(__file__).resolve().parent
     (out / "results-case-record.json").write_text(json.dumps(r, indent=2) + "\n")
+
+
+def table(r: dict[str, object]) -> str:
+    """The Markdown section for bench/RESULTS.md."""
     rec = f"{r['record_appends_per_s']:.0f} | {r['record_p50_ms']:.2f} | {r['record_p99_ms']:.2f}"
     con = (f"{r['concurrent_appends_per_s']:.0f} | {r['concurrent_p50_ms']:.2f}"
            f" | {r['concurrent_p99_ms']:.2f}")
     flo = f"{r['plain_inserts_per_s']:.0f} | {r['plain_p50_ms']:.2f} | {r['plain_p99_ms']:.2f}"
-    table = f"""## Case record ({r['date']}, commit {r['commit']})
+    section = f"""## Case record ({r['date']}, commit {r['commit']})
 
 Machine: {r['machine']}. {r['appends']} appends each, run side by side in one process (WAL,
 synchronous=FULL). Sequential rows wait for each append before the next (one transaction
@@ -157,8 +158,8 @@ group commit lets share transactions.
 | ratio record / floor (throughput) | {r['record_vs_plain_throughput']:.2f}x | | |
 | chain verification | {r['verify_records_per_s']:.0f} records/s | | |
 """
-    (out / "RESULTS.md").write_text("# Benchmark results\n\n" + table)
-    return table
+    return section
+
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import logging
 import os
@@ -41,6 +42,7 @@ from server.stores import Stores, stores_for
 from server.tls import ensure_dev_certificate, server_ssl_context
 
 log = logging.getLogger("erv")
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (Python's default: 700)
 T = TypeVar("T")
 
 DEMO_ACCOUNTS = (
@@ -141,8 +143,10 @@ def run(config: Config, demo: bool) -> None:
             log.warning("made a self-signed development certificate in %s", config.tls_cert)
         ssl_context = server_ssl_context(config.tls_cert, config.tls_key)
     print(f"serving {config.public_url}", flush=True)
+    app = create_app(config)
+    app.on_startup.append(_settle_garbage_collector)
     web.run_app(
-        create_app(config),
+        app,
         host=config.host,
         port=config.port,
         ssl_context=ssl_context,
@@ -150,6 +154,15 @@ def run(config: Config, demo: bool) -> None:
         print=None,
         loop=_event_loop(),
     )
+
+
+async def _settle_garbage_collector(app: web.Application) -> None:
+    """Once everything is open: what start-up made lives as long as the process, so the
+    collector stops walking it (gc.freeze), and young collections run less often; a busy
+    relay makes many short-lived objects and, unfrozen, full collections stall every socket."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import BusyLoadingError, RedisError
@@ -30,17 +30,22 @@ class RedisNotDurable(StoreUnavailable):
     """Redis would lose acknowledged writes on a crash, and nobody said that is acceptable."""
 
 
+POOL_SIZE = 64  # connections per node; a busy node queues for one rather than failing
+POOL_WAIT = 5.0  # seconds a command waits for a free connection before it fails
+
+
 def redis_client(config: Config) -> Redis:
     # Timeouts keep a request from hanging when Redis goes away: it fails, and says so.
     # A pooled connection that Redis closed (it restarted) fails on first use; one quick
     # retry on a new connection hides that. Timeouts are not retried: the command may have
     # run, and a second run could write twice.
-    return Redis.from_url(
-        config.redis_url, socket_timeout=3.0, socket_connect_timeout=2.0,
-        health_check_interval=10,
+    pool = BlockingConnectionPool.from_url(
+        config.redis_url, max_connections=POOL_SIZE, timeout=POOL_WAIT,
+        socket_timeout=3.0, socket_connect_timeout=2.0, health_check_interval=10,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
         retry_on_error=[RedisConnectionError], retry_on_timeout=False,
     )
+    return Redis.from_pool(pool)  # the client owns the pool: closing it closes them all
 
 
 async def wait_for_redis(client: Redis, patience: float = START_WAIT) -> None:

@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from signaling.direct_send import direct_sender
 from signaling.hub import Hub
 from signaling.participant import Admission, Connection, Participant, is_lobby
 from signaling.protocol import (
@@ -117,7 +118,7 @@ class SignalingEndpoint:
             heartbeat=self.heartbeat, max_msg_size=TRANSPORT_MAX_BYTES, compress=False
         )
         await ws.prepare(request)
-        connection = Connection(ws)
+        connection = Connection(ws, direct_sender(ws))
         session = _SocketSession(self, request, connection)
         connection.on_close = session.stop_reading
         try:
@@ -165,6 +166,7 @@ class _SocketSession:
 
     async def run(self, ws: web.WebSocketResponse) -> None:
         loop = asyncio.get_running_loop()
+        this_task = asyncio.current_task()  # once: each call costs a system call on 3.11
         # The hello limit runs from when the socket had no participant, not from its last
         # frame: otherwise pings (or failed hellos) would keep a socket open without joining.
         deadline: float | None = None
@@ -179,13 +181,13 @@ class _SocketSession:
             try:
                 if timeout is not None and timeout <= 0:
                     raise TimeoutError
-                self._reader = asyncio.current_task()
+                self._reader = this_task
                 try:
                     msg = await ws.receive(timeout=timeout)
                 finally:
                     self._reader = None
             except asyncio.CancelledError:
-                task = asyncio.current_task()
+                task = this_task
                 if self.connection.closing and task is not None and task.uncancel() == 0:
                     return  # our own stop_reading: the socket is being closed
                 raise

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from signaling.participant import Admission, Connection, Participant, is_lobby
-from signaling.protocol import ErrorCode, ProtocolError, Role
+from signaling.protocol import ErrorCode, ProtocolError, Role, encode
 
 log = logging.getLogger("erv.signaling")
 
@@ -326,13 +326,14 @@ class LocalHub:
         exclude: Participant | None = None,
     ) -> int:
         allowed = set(roles) if roles is not None else None
+        body = encode(message)  # once, however many receive it
         count = 0
-        for participant in self.members(session):
+        for participant in self.sessions.get(session, {}).values():
             if participant is exclude:
                 continue
             if allowed is not None and participant.role not in allowed:
                 continue
-            participant.deliver(message)
+            participant.deliver_encoded(body)
             count += 1
         return count
 

@@ -23,7 +23,13 @@ from signaling.protocol import Role, encode
 log = logging.getLogger("erv.signaling")
 
 RESUME_BUFFER_MESSAGES = 512
+RESUME_BUFFER_CHARS = 256 * 1024  # and at most this much text: SDP is big, memory is not free
 SEND_QUEUE_LIMIT = 1024
+
+
+def with_seq(body: str, seq: int) -> str:
+    """The encoded JSON object `body` with `"seq": seq` added as its last member."""
+    return f'{body[:-1]},"seq":{seq}}}'
 
 
 class Socket(Protocol):
@@ -57,12 +63,19 @@ def is_lobby(session: str) -> bool:
 
 
 class Connection:
-    """One live socket and the task that writes to it, so a slow reader never blocks others."""
+    """One live socket and the task that writes to it, so a slow reader never blocks others.
 
-    def __init__(self, socket: Socket) -> None:
+    The writer sleeps on a plain future while nothing is queued and, once woken, sends
+    everything queued: one wake-up per burst rather than one per frame.
+    """
+
+    def __init__(self, socket: Socket, direct: Callable[[str], bool] | None = None) -> None:
         self.socket = socket
-        self._queue: asyncio.Queue[tuple[str, int, bytes] | str] = asyncio.Queue()
-        self._writer = asyncio.get_running_loop().create_task(self._write())
+        # Writes a frame at once when nothing is queued (see signaling/direct_send.py).
+        self._direct = direct
+        self._loop = asyncio.get_running_loop()
+        self._outbox: deque[str] = deque()
+        self._wake: asyncio.Future[None] | None = None
         self.closing = False
         self.close_code = 1000
         self.close_reason = b""
@@ -72,6 +85,7 @@ class Connection:
         # close reply, so clients would see 1006 rather than our code.)
         self.on_close: Callable[[], None] | None = None
         self._held: list[str] | None = None
+        self._writer = self._loop.create_task(self._write())
 
     def hold(self) -> None:
         """Queue session messages aside until `release`, so the welcome goes out first."""
@@ -90,12 +104,21 @@ class Connection:
         if self._held is not None:
             self._held.append(text)
             return
-        if self._queue.qsize() >= SEND_QUEUE_LIMIT:
+        outbox = self._outbox
+        if not outbox and self._direct is not None and self._direct(text):
+            return
+        if len(outbox) >= SEND_QUEUE_LIMIT:
             # The client is not reading; drop the socket, it can resume from the buffer.
             log.warning("closing a socket that stopped reading")
             self.close(1013, "slow_consumer")
             return
-        self._queue.put_nowait(text)
+        outbox.append(text)
+        self._poke()
+
+    def _poke(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def close(self, code: int, reason: str) -> None:
         """Send what is queued, then close with `code` and `reason`."""
@@ -103,24 +126,30 @@ class Connection:
             return
         self.closing = True
         self.close_code, self.close_reason = code, reason.encode()[:120]
-        self._queue.put_nowait(("close", code, self.close_reason))
+        self._poke()
         if self.on_close is not None:
             self.on_close()
 
     async def _write(self) -> None:
-        while True:
-            item = await self._queue.get()
-            try:
-                if isinstance(item, tuple):
+        outbox = self._outbox
+        try:
+            while True:
+                while outbox:
+                    if self.socket.closed:
+                        return
+                    # Taken off only once sent: while a frame waits for a congested socket,
+                    # the outbox is not empty, so nothing is written past it.
+                    await self.socket.send_str(outbox[0])
+                    outbox.popleft()
+                if self.closing:
                     if self.on_close is None:
-                        _, code, reason = item
-                        await self.socket.close(code=code, message=reason)
+                        await self.socket.close(code=self.close_code, message=self.close_reason)
                     return
-                if self.socket.closed:
-                    return
-                await self.socket.send_str(item)
-            except (ConnectionError, RuntimeError, asyncio.CancelledError):
-                return
+                self._wake = self._loop.create_future()
+                await self._wake
+                self._wake = None
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            return
 
     async def wait_closed(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):
@@ -136,9 +165,11 @@ class Participant:
     pid: str = field(default_factory=lambda: secrets.token_hex(8))
     resume_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     seq: int = 0
-    buffer: deque[tuple[int, str]] = field(
-        default_factory=lambda: deque(maxlen=RESUME_BUFFER_MESSAGES)
-    )
+    # The resume buffer: the texts of the newest frames, oldest first; their seqs run up to
+    # `seq` without gaps, so only the texts are kept (plain strings, which the garbage
+    # collector never has to walk).
+    buffer: deque[str] = field(default_factory=deque)
+    buffer_chars: int = 0
     connection: Connection | None = None
     away_since: float | None = None
     expiry: asyncio.TimerHandle | None = None
@@ -147,14 +178,9 @@ class Participant:
 
     def __post_init__(self) -> None:
         self._secret_hash = hashlib.sha256(self.resume_secret.encode()).digest()
-
-    @property
-    def session(self) -> str:
-        return self.admission.session
-
-    @property
-    def role(self) -> Role:
-        return self.admission.role
+        # Copied out of the admission (which never changes): read for every message routed.
+        self.session: str = self.admission.session
+        self.role: Role = self.admission.role
 
     @property
     def present(self) -> bool:
@@ -165,12 +191,27 @@ class Participant:
 
     def deliver(self, message: dict[str, Any]) -> int:
         """Number, buffer and (if connected) send one session message."""
+        return self.deliver_encoded(encode(message))
+
+    def deliver_encoded(self, body: str) -> int:
+        """`deliver` for a message already encoded (once, for every recipient of it)."""
         self.seq += 1
-        text = encode({**message, "seq": self.seq})
-        self.buffer.append((self.seq, text))
+        text = with_seq(body, self.seq)
+        buffer = self.buffer
+        buffer.append(text)
+        self.buffer_chars += len(text)
+        while len(buffer) > RESUME_BUFFER_MESSAGES or (
+            self.buffer_chars > RESUME_BUFFER_CHARS and len(buffer) > 1
+        ):
+            self.buffer_chars -= len(buffer.popleft())
         if self.connection is not None:
             self.connection.send(text)
         return self.seq
+
+    def buffered(self) -> list[tuple[int, str]]:
+        """The resume buffer as (seq, frame) pairs, oldest first."""
+        first = self.seq - len(self.buffer) + 1
+        return list(enumerate(self.buffer, start=first))
 
     def send_unsequenced(self, message: dict[str, Any]) -> None:
         if self.connection is not None:
@@ -182,9 +223,10 @@ class Participant:
             return None
         if last_seq == self.seq:
             return []
-        if not self.buffer or self.buffer[0][0] > last_seq + 1:
+        first = self.seq - len(self.buffer) + 1
+        if not self.buffer or first > last_seq + 1:
             return None
-        return [text for seq, text in self.buffer if seq > last_seq]
+        return list(self.buffer)[last_seq + 1 - first:]
 
     def describe(self) -> dict[str, Any]:
         """How peers see this participant."""

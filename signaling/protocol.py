@@ -80,14 +80,14 @@ CANNED_REPLIES = (
 SDP_TYPES = frozenset({"offer", "answer", "pranswer", "rollback"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Resume:
     pid: str
     secret: str
     last_seq: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hello:
     v: int
     credential: str | None
@@ -95,25 +95,25 @@ class Hello:
     resume: Resume | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Signal:
     to: str
     description: dict[str, Any] | None
     candidate: dict[str, Any] | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chat:
     text: str | None
     canned: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Advice:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     lat: float
     lon: float
@@ -121,13 +121,13 @@ class Location:
     ts: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Control:
     op: str
     args: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ping:
     pass
 

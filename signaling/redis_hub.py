@@ -37,6 +37,7 @@ from signaling.participant import (
     Connection,
     Participant,
     is_lobby,
+    with_seq,
 )
 from signaling.protocol import ErrorCode, ProtocolError, Role, encode
 
@@ -62,11 +63,6 @@ class KeyWrap(Protocol):
     def seal_key(self, key: bytes, context: str) -> bytes: ...
 
     def open_key(self, blob: bytes, context: str) -> bytes: ...
-
-
-def _frame(body: str, seq: int) -> str:
-    """The JSON object `body` with its seq added last, as LocalHub's frames have it."""
-    return f'{body[:-1]},"seq":{seq}}}'
 
 
 def _secret_hash(secret: str) -> str:
@@ -168,7 +164,7 @@ class RedisHub:
         seq_text, blob = entry.split(b"|", 1)
         seq = int(seq_text)
         body = self._open(participant.session, blob)
-        return seq, None if body is None else _frame(body, seq)
+        return seq, None if body is None else with_seq(body, seq)
 
     def _forget_key(self, session: str) -> None:
         if not any(p.session == session for p in self.local.values()):

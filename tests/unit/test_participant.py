@@ -34,7 +34,7 @@ def delivered(participant: Participant, count: int) -> list[str]:
     """Deliver `count` chats and return the frames as buffered."""
     for n in range(count):
         participant.deliver(chat(n))
-    return [text for _, text in participant.buffer]
+    return [text for _, text in participant.buffered()]
 
 
 # --- numbering ---------------------------------------------------------------------------------
@@ -48,9 +48,9 @@ def test_deliver_numbers_from_one_and_buffers_the_frame() -> None:
     assert participant.seq == 3
     assert message == chat(0)  # the caller's dict is not changed
 
-    frames = [json.loads(text) for _, text in participant.buffer]
+    frames = [json.loads(text) for _, text in participant.buffered()]
     assert [f["seq"] for f in frames] == [1, 2, 3]
-    assert [seq for seq, _ in participant.buffer] == [1, 2, 3]
+    assert [seq for seq, _ in participant.buffered()] == [1, 2, 3]
     assert frames[0] == {**chat(0), "seq": 1}
 
 
@@ -92,7 +92,7 @@ def test_missed_since_after_the_buffer_overflowed() -> None:
     overflow = 10
     delivered(participant, RESUME_BUFFER_MESSAGES + overflow)
     oldest_kept = overflow + 1
-    assert participant.buffer[0][0] == oldest_kept
+    assert participant.buffered()[0][0] == oldest_kept
     assert len(participant.buffer) == RESUME_BUFFER_MESSAGES
 
     # Frames up to seq 10 are gone: anyone who had not seen them cannot be made whole.
@@ -104,7 +104,7 @@ def test_missed_since_after_the_buffer_overflowed() -> None:
     assert [json.loads(t)["seq"] for t in replay] == list(
         range(oldest_kept, RESUME_BUFFER_MESSAGES + overflow + 1)
     )
-    assert participant.missed_since(participant.seq - 1) == [participant.buffer[-1][1]]
+    assert participant.missed_since(participant.seq - 1) == [participant.buffered()[-1][1]]
     assert participant.missed_since(participant.seq) == []
 
 
@@ -186,7 +186,7 @@ async def test_connected_participant_receives_the_buffered_frames(
             received.append(msg.data)
         assert ws.close_code == 1000
 
-    buffered = [text for _, text in participant.buffer]
+    buffered = [text for _, text in participant.buffered()]
     # What went over the wire is byte for byte what a resume would replay, plus the
     # unsequenced pong, which is neither numbered nor buffered.
     assert received == [buffered[0], '{"type":"pong"}', buffered[1]]
