@@ -50,6 +50,7 @@ def create_app(config: Config) -> web.Application:
     )
     app.on_response_prepare.append(add_security_headers)
     app.cleanup_ctx.append(_services)
+    app.on_shutdown.append(_say_goodbye)
 
     app.router.add_get("/healthz", health, name="health")
     app.router.add_get("/metrics", metrics_endpoint, name="metrics")
@@ -119,6 +120,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await room.close()
     await sms.close()
     await stores.close()
+
+
+async def _say_goodbye(app: web.Application) -> None:
+    """Shutting down: every socket gets `bye server_shutdown` and a 1001 close now, while
+    its handler still runs (aiohttp cancels handlers later), so clients know to reconnect;
+    with Redis, their places are marked away for another node to resume."""
+    await app[keys.HUB].close()
 
 
 def node_name(config: Config) -> str:

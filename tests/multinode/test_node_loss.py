@@ -134,3 +134,36 @@ async def test_call_across_three_nodes_survives_losing_the_handlers_node(
 
     for pump in (caller_pump, handler_pump, specialist_pump):
         await pump.close()
+
+
+async def test_a_node_shut_down_on_purpose_hands_its_clients_to_the_others(
+    cluster: Cluster,
+) -> None:
+    """SIGTERM (a rolling upgrade): the node says `bye server_shutdown`, marks its participants
+    away at once, and they resume on another node with nothing missed."""
+    node1, node2, _ = cluster.nodes
+    await cluster.add_staff("hannah", StaffRole.HANDLER)
+    handler = await node2.staff_client("hannah")
+    session_id = await handler.create_session(ref="CAD-9002")
+    handler_socket = await handler.signal(session_id)
+    credential = await node1.redeem(await node2.latest_token(handler))
+    caller = await SignalClient.connect(node1, node1.new_http())  # type: ignore[arg-type]
+    await caller.hello(credential=credential)
+    await handler_socket.expect("peer", op="joined", role="victim")
+
+    node2.stop()
+    assert await handler_socket.expect_closed() == (1001, "server_shutdown")
+    away = await caller.expect("peer", op="updated", timeout=5)
+    assert away["pid"] == handler_socket.pid and away["state"] == "away"
+    await caller.send({"type": "chat", "text": "are you still there"})
+
+    resumed = await SignalClient.connect(node1, handler.http)  # type: ignore[arg-type]
+    resumed.last_seq = handler_socket.last_seq
+    welcome = await resumed.hello(resume={
+        "pid": handler_socket.pid, "secret": handler_socket.welcome["resume_secret"],
+        "last_seq": handler_socket.last_seq,
+    })
+    assert welcome["resumed"] is True
+    assert (await resumed.expect("chat"))["text"] == "are you still there"
+    back = await caller.expect("peer", op="updated")
+    assert back["pid"] == handler_socket.pid and back["state"] == "present"

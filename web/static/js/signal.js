@@ -119,10 +119,8 @@ export class Signal extends EventTarget {
       return;
     }
     if (message.type === "bye" && message.reason === "server_shutdown") {
-      // The server restarts: our place is gone with it, so rejoin afresh once it is back.
-      this.pid = null;
-      this.secret = null;
-      this.lastSeq = 0;
+      // This server is going away. With several nodes another one has our place: reconnect
+      // and resume. A single server restarting has lost it: the resume fails and we rejoin.
       this.restarting = true;
       return;
     }
