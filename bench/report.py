@@ -158,10 +158,10 @@ def advice(profile: dict[str, Any], rss: dict[str, float]) -> list[str]:
             f"in bytes as well as in messages, and `gc.freeze()` after start-up.")
     if share.get("memory allocation", 0.0) > 0.04:
         out.append(
-            f"- {pct('memory allocation')} is malloc/free: a new dict per frame "
-            f"(`{{**message, 'seq': n}}` in `Participant.deliver`) and new strings for each "
-            f"encoded frame. Building the outgoing frame once (splice `seq` into the encoded "
-            f"text) avoids one dict and one copy.")
+            f"- {pct('memory allocation')} is malloc/free: each relayed SDP is copied several "
+            f"times (the parsed dicts, the encoded text with its seq spliced in, its UTF-8 "
+            f"bytes, and aiohttp's header + payload concatenation). Keeping frames as bytes "
+            f"end to end would save two of those copies.")
     if share.get("JSON parse and encode", 0.0) > 0.08:
         out.append(f"- {pct('JSON parse and encode')} is JSON: parse with orjson, and encode "
                    f"the relayed frame once.")
