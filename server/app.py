@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import socket
@@ -22,6 +21,7 @@ from server.control_room import ControlRoom
 from server.metrics import Metrics
 from server.record.keys import LiveKeyWrap, service_keyring
 from server.record.retention import RetentionStore
+from server.redis_link import REDIS_DOWN
 from server.security import add_security_headers, error_middleware
 from server.session_hooks import ControlRoomHooks
 from server.sms import TWILIO_STATUS_PATH, make_gateway, status_callback_handler
@@ -35,6 +35,7 @@ log = logging.getLogger("erv")
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 MAX_REQUEST_BYTES = 256 * 1024
+RING_SWEEP_SECONDS = 2.0
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
@@ -109,13 +110,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.ROOM] = room
     app[keys.ENDPOINT] = endpoint
     app[keys.METRICS] = metrics
-    purging = asyncio.get_running_loop().create_task(
-        _purge_periodically(config, stores.retention)
-    )
+    loop = asyncio.get_running_loop()
+    chores = [loop.create_task(_purge_periodically(config, stores.retention)),
+              loop.create_task(_sweep_rings_periodically(room))]
     yield
-    purging.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await purging
+    for chore in chores:
+        chore.cancel()
+    await asyncio.gather(*chores, return_exceptions=True)
     await hub.close()
     await room.close()
     await sms.close()
@@ -152,6 +153,19 @@ async def _purge_periodically(config: Config, retention: RetentionStore) -> None
         except Exception:
             # A failed run is retried next time; the service itself must keep going.
             log.exception("periodic purge failed")
+
+
+async def _sweep_rings_periodically(room: ControlRoom) -> None:
+    """Ring time-outs are timers on the node that rang; if it died, another node ends the
+    ring a moment later, so no specialist's desk and no handler's view rings forever."""
+    while True:
+        await asyncio.sleep(RING_SWEEP_SECONDS)
+        try:
+            await room.time_out_overdue()
+        except REDIS_DOWN:
+            pass  # said on /healthz already; the next sweep catches up
+        except Exception:
+            log.exception("ring sweep failed")
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:

@@ -32,6 +32,7 @@ from signaling.protocol import ErrorCode, ProtocolError, Role
 log = logging.getLogger("erv.control_room")
 
 STAFF_PARTICIPANTS = (Role.HANDLER, Role.SPECIALIST, Role.OBSERVER)
+RING_GRACE = 2.0  # seconds past a ring's end before another node's sweep times it out
 
 
 
@@ -336,6 +337,17 @@ class ControlRoom:
                             invitation=invitation.id, specialist=invitation.specialist_id)
             log.info("invitation %s timed out", invitation_id)
             await self.push_status(invitation.session_id)
+
+    async def time_out_overdue(self, grace: float = RING_GRACE) -> int:
+        """Time out invitations still ringing `grace` seconds after their ring ended: the
+        node whose timer should have done it may have died. Any node may run this; `finish`
+        lets exactly one of them tell the specialist and the handler."""
+        count = 0
+        for invitation in await self.invitations.overdue(time.time() - grace):
+            self._stop_timer(invitation.id)
+            await self._time_out(invitation.id)
+            count += 1
+        return count
 
     def _stop_timer(self, invitation_id: str) -> None:
         timer = self._timers.pop(invitation_id, None)

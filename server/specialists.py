@@ -77,6 +77,9 @@ class InvitationStore(Protocol):
 
     async def expire_stale(self, now: float | None = None) -> int: ...
 
+    async def overdue(self, before: float, limit: int = 100) -> list[SpecialistInvitation]:
+        """Invitations still ringing whose ring time ended before `before`, oldest first."""
+
     async def cancel_session(self, session_id: str) -> list[SpecialistInvitation]: ...
 
 
@@ -176,6 +179,14 @@ class SpecialistInvitations:
             (state.value, time.time(), invitation_id),
         )
         return changed == 1
+
+    async def overdue(self, before: float, limit: int = 100) -> list[SpecialistInvitation]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM specialist_invitations WHERE state = 'ringing' AND expires_at < ?"
+            " ORDER BY expires_at LIMIT ?",
+            (before, limit),
+        )
+        return [SpecialistInvitation.from_row(r) for r in rows]
 
     async def expire_stale(self, now: float | None = None) -> int:
         """Mark invitations whose ring time passed (e.g. across a restart) timed out."""

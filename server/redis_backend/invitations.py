@@ -198,6 +198,13 @@ class RedisSpecialistInvitations:
         )
         return int(count)
 
+    async def overdue(self, before: float, limit: int = 100) -> list[SpecialistInvitation]:
+        ids = await self.redis.zrangebyscore(self.keys.ringing, "-inf", f"({before!r}",
+                                             start=0, num=limit)
+        found = [await self.get(text(raw)) for raw in ids if isinstance(raw, bytes | str)]
+        return [inv for inv in found
+                if inv is not None and inv.state is InvitationState.RINGING]
+
     async def cancel_session(self, session_id: str) -> list[SpecialistInvitation]:
         snapshots = await self._cancel_session(
             keys=[self.keys.ringing, self.keys.session_invitations_base + session_id],

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from server import keys
 from server.accounts import StaffRole
 from tests.support.calls import (
     Call,
@@ -146,6 +147,29 @@ async def test_ring_timeout_and_a_late_accept_is_refused(backend: dict[str, Any]
         assert "no longer open" in error["message"]
         refused = await hello_into(server, sam, call.session_id)
         await expect_error(refused, "forbidden")
+    finally:
+        await server.stop()
+
+
+async def test_a_ring_whose_node_died_is_timed_out_by_the_sweep(backend: dict[str, Any],
+                                                                  tmp_path: Path) -> None:
+    """The node that rang keeps the ring's timer. If that node died, another node's sweep
+    ends the ring shortly after: the specialist's desk and the handler both hear it."""
+    server = await start_server(tmp_path, specialist_ring=1, **backend)
+    try:
+        call = await open_call(server, "hannah")
+        _, lobby = await specialist_on_call(server, "sam")
+        await invite(call)
+        ringing = await lobby.expect("invitation", op="ringing")
+        room = server.app[keys.ROOM]
+        for timer in room._timers.values():  # as if the ringing node had died
+            timer.cancel()
+        room._timers.clear()
+        timed_out = await lobby.expect("invitation", op="timed_out", timeout=8)
+        assert timed_out["invitation"] == ringing["invitation"]
+        await specialist_status(call.handler, "timed_out")
+        # Exactly once: a second sweep finds nothing left to time out.
+        assert await room.time_out_overdue(grace=0) == 0
     finally:
         await server.stop()
 

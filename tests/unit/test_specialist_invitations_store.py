@@ -305,3 +305,14 @@ async def test_redis_invitations_survive_a_restart_and_never_expire(
         assert all([k.startswith(PREFIX.encode()) async for k in client.scan_iter()])
     finally:
         await client.aclose()
+
+
+async def test_overdue_lists_only_rings_that_ended_before_the_given_time(
+    invitations: InvitationStore, cast: Cast
+) -> None:
+    ringing = await invitations.ring(cast.session, cast.sam, cast.handler)
+    assert await invitations.overdue(ringing.expires_at - 1) == []
+    assert await invitations.overdue(ringing.expires_at + 1) == [ringing]
+    # Answered invitations are never overdue, whatever the time.
+    assert await invitations.finish(ringing.id, I.CANCELLED)
+    assert await invitations.overdue(ringing.expires_at + 1) == []
