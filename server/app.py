@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -100,7 +100,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     hooks = ControlRoomHooks(config, room)
     hub.on_left = hooks.left
     endpoint = SignalingEndpoint(hub, hooks, heartbeat=config.heartbeat)
-    metrics.watch(endpoint, hub, redis_up=_redis_up(hub))
+    metrics.watch(endpoint, hub)
     app[keys.STORES] = stores
     app[keys.RECORD] = stores.record
     app[keys.ACCOUNTS] = stores.accounts
@@ -117,6 +117,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     for chore in chores:
         chore.cancel()
     await asyncio.gather(*chores, return_exceptions=True)
+    # Normally closed already by _say_goodbye; this covers a start-up that failed after
+    # this point (aiohttp then skips on_shutdown). Closing twice does nothing more.
     await hub.close()
     await room.close()
     await sms.close()
@@ -133,15 +135,7 @@ async def _say_goodbye(app: web.Application) -> None:
 def node_name(config: Config) -> str:
     """This process's name among the nodes: configured, or host and port plus a random
     suffix, so a restarted node is never mistaken for the one that died."""
-    base = config.node_name or f"{socket.gethostname()}:{config.port}"
-    return f"{base}/{secrets.token_hex(3)}"
-
-
-def _redis_up(hub: Hub) -> Callable[[], bool | None]:
-    def up() -> bool | None:
-        return hub.redis_ok if isinstance(hub, RedisHub) else None
-
-    return up
+    return f"{node_label(config)}/{secrets.token_hex(3)}"
 
 
 async def _purge_periodically(config: Config, retention: RetentionStore) -> None:

@@ -11,15 +11,15 @@ from prometheus_client.registry import Collector
 
 from signaling.endpoint import SignalingEndpoint
 from signaling.hub import Hub
+from signaling.redis_hub import RedisHub
 
 
 class NodeCollector(Collector):
     """Reads the live figures at scrape time, so nothing is counted twice."""
 
-    def __init__(self, endpoint: SignalingEndpoint, hub: Hub, redis_up: object) -> None:
+    def __init__(self, endpoint: SignalingEndpoint, hub: Hub) -> None:
         self.endpoint = endpoint
         self.hub = hub
-        self.redis_up = redis_up  # callable returning bool | None (None: no Redis)
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         counts = self.endpoint.counts
@@ -34,10 +34,9 @@ class NodeCollector(Collector):
                                   value=counts.relayed)
         yield CounterMetricFamily("erv_resumes", "Participants resumed after a reconnect",
                                   value=counts.resumes)
-        up = self.redis_up() if callable(self.redis_up) else None
-        if up is not None:
+        if isinstance(self.hub, RedisHub):
             yield GaugeMetricFamily("erv_redis_up", "1 if this node reaches Redis",
-                                    value=1 if up else 0)
+                                    value=1 if self.hub.redis_ok else 0)
 
 
 class Metrics:
@@ -49,8 +48,8 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch(self, endpoint: SignalingEndpoint, hub: Hub, redis_up: object) -> None:
-        self.registry.register(NodeCollector(endpoint, hub, redis_up))
+    def watch(self, endpoint: SignalingEndpoint, hub: Hub) -> None:
+        self.registry.register(NodeCollector(endpoint, hub))
 
     async def handle(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

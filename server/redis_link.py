@@ -9,16 +9,17 @@ import time
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from server.config import Config
+from signaling.endpoint import STORE_UNREACHABLE
 
 log = logging.getLogger("erv.redis")
 
-# Failures that mean "Redis is not reachable right now", as opposed to a bug.
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
+# Failures that mean "Redis is not reachable right now", as opposed to a bug (BusyLoadingError,
+# Redis still reading its files, is a ConnectionError too).
+REDIS_DOWN = STORE_UNREACHABLE
 START_WAIT = 30.0
 
 

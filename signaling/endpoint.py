@@ -43,6 +43,9 @@ from signaling.protocol import (
 log = logging.getLogger("erv.signaling")
 
 HELLO_TIMEOUT = 10.0
+# What a store that cannot be reached raises (Redis in the scale-out mode): a moment's
+# outage, to be told to the client as `unavailable`, not a bug.
+STORE_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 MAX_STRIKES = 10  # protocol errors within STRIKE_WINDOW before the socket is closed (1008)
 STRIKE_WINDOW = 60.0
 RATE_PER_SECOND = 20.0
@@ -187,8 +190,8 @@ class _SocketSession:
                 finally:
                     self._reader = None
             except asyncio.CancelledError:
-                task = this_task
-                if self.connection.closing and task is not None and task.uncancel() == 0:
+                if self.connection.closing and this_task is not None \
+                        and this_task.uncancel() == 0:
                     return  # our own stop_reading: the socket is being closed
                 raise
             except TimeoutError:
@@ -214,7 +217,7 @@ class _SocketSession:
             await self.dispatch(message)
         except ProtocolError as exc:
             self.strike(exc)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except STORE_UNREACHABLE as exc:
             # The shared store is away (scale-out mode): nothing was delivered; say so.
             log.warning("store unreachable handling a frame (%s)", type(exc).__name__)
             self.send_error(ErrorCode.UNAVAILABLE,

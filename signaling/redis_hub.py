@@ -20,7 +20,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -84,7 +84,8 @@ class RedisHub:
     ) -> None:
         self.redis = redis
         self.key_wrap = key_wrap
-        self._keys: dict[str, AESGCM] = {}  # live key per session with a socket here
+        # Live keys of the sessions with a socket here (pruned every few seconds).
+        self._keys: dict[str, AESGCM] = {}
         self.node = node
         self.resume_window = resume_window
         self.prefix = prefix
@@ -94,8 +95,7 @@ class RedisHub:
         self.redis_ok_since = 0.0
         self.listening = False  # this node's pub/sub subscription is up
         self.round_trip: float | None = None
-        self.resumes = 0
-        self.on_round_trip: Any = None  # callable(seconds) for metrics
+        self.on_round_trip: Callable[[float], None] | None = None  # for metrics
         self._channel = f"{prefix}n:{node}"
         self._scripts = {
             name: redis.register_script(getattr(redis_scripts, name))
@@ -166,9 +166,11 @@ class RedisHub:
         body = self._open(participant.session, blob)
         return seq, None if body is None else with_seq(body, seq)
 
-    def _forget_key(self, session: str) -> None:
-        if not any(p.session == session for p in self.local.values()):
-            self._keys.pop(session, None)
+    def _prune_keys(self) -> None:
+        """Drop the live keys of sessions with no socket here any more."""
+        here = {p.session for p in self.local.values()}
+        for session in [s for s in self._keys if s not in here]:
+            del self._keys[session]
 
     async def _listen(self) -> None:
         """Deliver what other nodes publish for the sockets held here; survive outages."""
@@ -228,7 +230,6 @@ class RedisHub:
     def _close_local(self, participant: Participant, code: int, reason: str, bye: bool) -> None:
         if self.local.get(participant.pid) is participant:
             del self.local[participant.pid]
-            self._forget_key(participant.session)
         connection, participant.connection = participant.connection, None
         if connection is not None:
             if bye:
@@ -270,8 +271,7 @@ class RedisHub:
                 ticks += 1
                 if ticks % 5 == 0:
                     await self._reconcile()
-                    for session in list(self._keys):
-                        self._forget_key(session)
+                    self._prune_keys()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -444,7 +444,6 @@ class RedisHub:
                 participant.session, {"type": "peer", "op": "updated", **participant.describe()},
                 exclude=pid,
             )
-        self.resumes += 1
         log.info("participant %s resumed after seq %d", pid, last_seq)
         return participant, missed
 
@@ -460,13 +459,11 @@ class RedisHub:
             return
         del self.local[participant.pid]
         participant.connection = None
-        self._forget_key(participant.session)
         await self._mark_away(participant.pid, self.node, str(participant.epoch))
 
     async def leave(self, participant: Participant, reason: str) -> None:
         if self.local.get(participant.pid) is participant:
             del self.local[participant.pid]
-            self._forget_key(participant.session)
         connection, participant.connection = participant.connection, None
         removed = await self._remove(participant.pid, reason, only_if_away=False, tell=False)
         if connection is not None and removed:

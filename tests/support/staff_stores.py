@@ -16,6 +16,7 @@ from server.accounts import StaffAccounts
 from server.auth import StaffSessions
 from server.db import Database
 from server.redis_backend.accounts import RedisStaffAccounts, RedisStaffSessions
+from tests.support.call_stores import redis_contents
 from tests.support.redis_server import RedisServer
 from tests.support.unit_db import database_bytes
 
@@ -134,25 +135,7 @@ class RedisStaffBackend(StaffBackend):
         await self.client.hset(self.staff_key(staff_id), "available_since", repr(when))
 
     async def stored_bytes(self) -> bytes:
-        return self.server.aof_bytes() + await redis_dump(self.client)
-
-
-async def redis_dump(client: aioredis.Redis) -> bytes:
-    """Every key and value in the Redis database (hashes, sets and strings), as bytes."""
-    parts: list[bytes | str] = []
-    async for key in client.scan_iter(match="*"):
-        parts.append(key)
-        kind = await client.type(key)
-        if kind == b"hash":
-            for field, value in (await client.hgetall(key)).items():
-                parts += [field, value]
-        elif kind == b"set":
-            parts += list(await client.smembers(key))
-        elif kind == b"string":
-            parts.append(await client.get(key) or b"")
-        else:
-            raise AssertionError(f"unexpected Redis type {kind!r} for {key!r}")
-    return b"\n".join(p.encode() if isinstance(p, str) else p for p in parts)
+        return self.server.aof_bytes() + await redis_contents(self.client)
 
 
 @asynccontextmanager

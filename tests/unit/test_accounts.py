@@ -29,6 +29,7 @@ from server.accounts import (
 )
 from server.db import Database
 from server.redis_backend.accounts import RedisStaffAccounts
+from tests.support.call_stores import redis_contents
 from tests.support.redis_server import RedisServer
 from tests.support.staff_stores import (
     PREFIX,
@@ -37,7 +38,6 @@ from tests.support.staff_stores import (
     SqliteStaffBackend,
     StaffBackend,
     redis_client,
-    redis_dump,
 )
 
 PASSWORD = "correct horse battery"
@@ -479,5 +479,5 @@ async def test_redis_keys_carry_the_prefix_never_expire_and_hold_no_password(
         assert any(k.startswith(b"erv:") for k in keys)
         for key in keys:
             assert await client.ttl(key) == -1, key
-        assert PASSWORD.encode() not in await redis_dump(client)
+        assert PASSWORD.encode() not in await redis_contents(client)
         assert PASSWORD.encode() not in redis_server.aof_bytes()

@@ -17,6 +17,7 @@ from server.accounts import Staff, StaffRole
 from server.auth import StaffSession, StaffSessions, StaffSessionStore, token_hash
 from server.db import Database
 from server.redis_backend.accounts import RedisStaffAccounts, RedisStaffSessions
+from tests.support.call_stores import redis_contents
 from tests.support.redis_server import RedisServer
 from tests.support.staff_stores import (
     PREFIX,
@@ -25,7 +26,6 @@ from tests.support.staff_stores import (
     SqliteStaffBackend,
     StaffBackend,
     redis_client,
-    redis_dump,
 )
 
 PASSWORD = "correct horse battery"
@@ -221,5 +221,5 @@ async def test_redis_sessions_survive_a_restart(
         assert await sessions.lookup(ended) is None
         key = f"{PREFIX}staff_session:{token_hash(token)}"
         assert 0 < await client.ttl(key) <= TTL
-        assert token.encode() not in await redis_dump(client)
+        assert token.encode() not in await redis_contents(client)
         assert token.encode() not in redis_server.aof_bytes()
