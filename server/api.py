@@ -60,8 +60,8 @@ def _staff(request: web.Request) -> Staff:
     return session.staff
 
 
-def session_json(session: VideoSession) -> dict[str, Any]:
-    return {
+def session_json(session: VideoSession, caller: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = {
         "id": session.id,
         "incident_ref": session.incident_ref,
         "phone": masked(session.phone),
@@ -69,7 +69,11 @@ def session_json(session: VideoSession) -> dict[str, Any]:
         "state": session.state.value,
         "timeline": session.timeline(),
         "end_reason": session.end_reason,
+        "phone_line": session.phone_line,
     }
+    if caller is not None:
+        body["caller"] = caller
+    return body
 
 
 @require_role(*ALL_STAFF)
@@ -87,9 +91,12 @@ async def me(request: web.Request) -> web.Response:
 async def create_session(request: web.Request) -> web.Response:
     body = await _body(request)
     room = request.app[keys.ROOM]
+    phone_line = body.get("phone_line", True)
+    if not isinstance(phone_line, bool):
+        return _error("bad_field", "phone_line must be true or false.", 400)
     session = await room.create_session(
         _staff(request), _field(body, "incident_ref"), _field(body, "phone"),
-        _field(body, "language", "en"),
+        _field(body, "language", "en"), phone_line,
     )
     return web.json_response(
         {"session": session_json(session), "status": await room.status(session.id)}, status=201
@@ -108,7 +115,10 @@ async def list_sessions(request: web.Request) -> web.Response:
         sessions = await room.sessions.recent()
     else:
         sessions = []
-    return web.json_response({"sessions": [session_json(s) for s in sessions]})
+    # Each session says what the control room should know of its caller right now.
+    return web.json_response({"sessions": [
+        session_json(s, await room.caller(s)) for s in sessions
+    ]})
 
 
 @require_role(*ALL_STAFF)
@@ -144,6 +154,19 @@ async def end_session(request: web.Request) -> web.Response:
         _staff(request), request.match_info["session_id"], _field(body, "reason", "ended")
     )
     return web.json_response({"session": session_json(session)})
+
+
+@require_role(StaffRole.HANDLER)
+async def set_call_mode(request: web.Request) -> web.Response:
+    """Keep the caller on the 999 phone line, or switch the call to sound on the page."""
+    body = await _body(request)
+    phone_line = body.get("phone_line")
+    if not isinstance(phone_line, bool):
+        return _error("bad_field", "phone_line must be true or false.", 400)
+    room = request.app[keys.ROOM]
+    session_id = request.match_info["session_id"]
+    await room.set_call_mode(_staff(request), session_id, phone_line)
+    return web.json_response({"status": await room.status(session_id)})
 
 
 @require_role(*ALL_STAFF)
@@ -246,6 +269,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/sessions/{session_id}/link", resend_link)
     r.add_post("/api/sessions/{session_id}/link/revoke", revoke_link)
     r.add_post("/api/sessions/{session_id}/end", end_session)
+    r.add_post("/api/sessions/{session_id}/call-mode", set_call_mode)
     r.add_post("/api/sessions/{session_id}/specialist", invite_specialist)
     r.add_post("/api/sessions/{session_id}/specialist/cancel", cancel_specialist)
     r.add_get("/api/specialists", available_specialists)

@@ -124,6 +124,10 @@ class Config:
     retention_days: int = 365  # `erv purge` shreds sessions idle longer than this
     purge_interval: int = 6 * 3600  # how often the running service purges by itself
     evidence_max_bytes: int = 20 * 1024 * 1024  # snapshots and caller uploads
+    # The fallback ladder's still pictures: how often the caller's page sends one when no
+    # video path connects, and the largest accepted (a 640-pixel JPEG is about 40 KB).
+    still_every: int = 3
+    still_max_bytes: int = 512 * 1024
 
     # Scale-out: with a Redis URL every node shares live state and stores through Redis.
     redis_url: str = ""
@@ -189,6 +193,8 @@ class Config:
             purge_interval=_int(env, "ERV_PURGE_INTERVAL", 6 * 3600, minimum=1),
             evidence_max_bytes=_int(env, "ERV_EVIDENCE_MAX_BYTES", 20 * 1024 * 1024,
                                     minimum=1024),
+            still_every=_int(env, "ERV_STILL_EVERY", 3, minimum=1),
+            still_max_bytes=_int(env, "ERV_STILL_MAX_BYTES", 512 * 1024, minimum=1024),
             redis_url=_secret(env, "ERV_REDIS_URL"),
             redis_allow_data_loss=_bool(env, "ERV_REDIS_ALLOW_DATA_LOSS", False),
             redis_prefix=_get(env, "ERV_REDIS_PREFIX", "erv:"),
@@ -227,3 +233,9 @@ class Config:
             raise ConfigError("ERV_REDIS_URL must start with redis://, rediss:// or unix://")
         if self.turn_urls and not self.turn_secret:
             raise ConfigError("ERV_TURN_URLS is set but ERV_TURN_SECRET is not")
+        for url in self.turn_urls:
+            if not url.startswith(("turn:", "turns:")):
+                raise ConfigError(f"ERV_TURN_URLS entries start with turn: or turns:, got {url!r}")
+        for url in self.stun_urls:
+            if not url.startswith(("stun:", "stuns:")):
+                raise ConfigError(f"ERV_STUN_URLS entries start with stun:, got {url!r}")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.accounts import Staff, StaffAccountStore, StaffRole
+from server.caller_state import CAPTURE_KINDS, FACT_FIELDS, caller_summary, capture_facts
 from server.case_notes import CaseNotes, forms_for
 from server.config import Config
 from server.contacts import ContactHistory, PhoneLinkKey, summarise_history
@@ -105,7 +106,8 @@ class ControlRoom:
     # -- sessions and links ------------------------------------------------------------------
 
     async def create_session(
-        self, handler: Staff, incident_ref: str, phone: str, language: str = "en"
+        self, handler: Staff, incident_ref: str, phone: str, language: str = "en",
+        phone_line: bool = True,
     ) -> VideoSession:
         if handler.role is not StaffRole.HANDLER:
             raise ControlRoomError("forbidden", "Only call handlers create sessions.", 403)
@@ -115,9 +117,11 @@ class ControlRoom:
         # crypto-shredding the session destroys it.
         shown = masked(number) if self.record is not None else number
         link = self.link_key.link(number) if self.link_key is not None else None
-        session = await self.sessions.create(incident_ref, shown, handler.id, language, link)
+        session = await self.sessions.create(incident_ref, shown, handler.id, language, link,
+                                             phone_line)
         await self.note(session.id, "session_created", incident_ref=session.incident_ref,
-                        handler=handler.id, language=language, phone=number)
+                        handler=handler.id, language=language, phone=number,
+                        phone_line=phone_line)
         log.info("session %s created by staff %d", session.id, handler.id)
         await self.send_link(handler, session.id)
         fresh = await self.sessions.get(session.id)
@@ -209,8 +213,70 @@ class ControlRoom:
 
     async def victim_joined(self, session_id: str) -> None:
         await self.sessions.reach(session_id, SessionState.JOINED)
+        # A fresh page: what the last one reported no longer holds; the new one reports anew.
+        await self.sessions.update_facts(session_id, dict.fromkeys(FACT_FIELDS))
         await self.note(session_id, "participant_joined", role="victim")
         await self.push_status(session_id)
+
+    # -- the caller's media: the phone line, the ladder, what arrives -------------------------
+
+    async def set_call_mode(self, handler: Staff, session_id: str, phone_line: bool) -> None:
+        """Keep the caller on the 999 phone line (video and location only), or switch the
+        call to full sound on the page. The caller's page is told at once."""
+        session = await self.own_session(handler, session_id)
+        if session.ended:
+            raise ControlRoomError("ended", "This session has ended.")
+        if session.phone_line == phone_line:
+            return
+        await self.sessions.set_phone_line(session.id, phone_line)
+        await self.note(session.id, "call_mode_changed", phone_line=phone_line, by=handler.id)
+        log.info("session %s call mode: %s", session.id,
+                 "phone line" if phone_line else "full sound")
+        await self.hub.broadcast(session.id, {"type": "call_mode", "phone_line": phone_line},
+                                 roles=(Role.VICTIM,))
+        await self.push_status(session.id)
+
+    async def caller_rung(self, session_id: str, rung: str, reason: str | None) -> None:
+        """The caller's page moved on the fallback ladder (validated by the caller)."""
+        session = await self.sessions.get(session_id)
+        if session is None or session.ended:
+            return
+        if session.facts.get("rung") == rung and session.facts.get("rung_reason") == reason:
+            return
+        await self.sessions.update_facts(session_id, {"rung": rung, "rung_reason": reason})
+        await self.note(session_id, "rung_changed", rung=rung, reason=reason,
+                        previous=session.facts.get("rung"))
+        log.info("session %s caller rung %s (%s)", session_id, rung, reason or "-")
+        await self.push_status(session_id)
+
+    async def caller_capture(self, session_id: str, states: dict[str, str]) -> None:
+        """What the caller's phone lets the page capture, as the page last found it."""
+        session = await self.sessions.get(session_id)
+        if session is None or session.ended:
+            return
+        facts = capture_facts(states)
+        if all(session.facts.get(k) == v for k, v in facts.items()):
+            return
+        await self.sessions.update_facts(session_id, facts)
+        await self.note(session_id, "capture_changed",
+                        **{kind: states[kind] for kind in CAPTURE_KINDS if kind in states})
+        await self.push_status(session_id)
+
+    async def caller_media_seen(self, session_id: str, state: str, handler_id: int) -> None:
+        """The handler's page says what arrives from the caller (frames, sound)."""
+        session = await self.sessions.get(session_id)
+        if session is None or session.ended or session.facts.get("media") == state:
+            return
+        await self.sessions.update_facts(session_id, {"media": state, "media_since": time.time()})
+        await self.note(session_id, "caller_media_changed", state=state, by=handler_id,
+                        previous=session.facts.get("media"))
+        await self.push_status(session_id)
+
+    async def caller(self, session: VideoSession) -> dict[str, Any]:
+        """The caller's state in one word and its parts (server.caller_state)."""
+        roster = [] if session.ended else await self.hub.roster(session.id)
+        return caller_summary(session.facts, roster, ended=session.ended,
+                              joined_before=session.joined_at is not None)
 
     async def media_connected(self, session_id: str) -> None:
         session = await self.sessions.get(session_id)
@@ -399,6 +465,8 @@ class ControlRoom:
                 "timeline": session.timeline(),
                 "end_reason": session.end_reason,
             },
+            "call": {"phone_line": session.phone_line},
+            "caller": await self.caller(session),
             "invite": None if invite is None else {
                 "id": invite.id,
                 "state": invite.link_state(),

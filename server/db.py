@@ -101,6 +101,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE video_sessions ADD COLUMN contact_link TEXT;
     CREATE INDEX video_sessions_contact ON video_sessions(contact_link, created_at);
     """,
+    # 3: whether the caller stays on the 999 phone line, and what the caller's and the
+    # handler's pages last reported about the caller's media (server.caller_state).
+    """
+    ALTER TABLE video_sessions ADD COLUMN phone_line INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE video_sessions ADD COLUMN caller_facts TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 
 

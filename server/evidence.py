@@ -26,7 +26,7 @@ from server.record import CaseRecordStore
 from server.record.crypto import NONCE_BYTES, DecryptionFailed, generate_key, seal, unseal
 
 ADDED_KIND = "evidence_added"
-KINDS = ("snapshot", "upload")
+KINDS = ("snapshot", "upload", "still")
 EVIDENCE_ID = re.compile(r"[0-9a-f]{32}")
 _AAD_LABEL = b"erv.evidence\x00"
 
@@ -114,17 +114,18 @@ class EvidenceStore:
             raise EvidenceNotFound("no such evidence")
         return self.root / session_id / f"{evidence_id}.bin"
 
-    def check(self, data: bytes) -> str:
+    def check(self, data: bytes, max_bytes: int | None = None) -> str:
         """The content type of `data`, or a refusal (too large, or not an accepted kind)."""
-        if len(data) > self.max_bytes:
-            raise EvidenceTooLarge(f"over the {self.max_bytes} byte limit")
+        limit = self.max_bytes if max_bytes is None else max_bytes
+        if len(data) > limit:
+            raise EvidenceTooLarge(f"over the {limit} byte limit")
         content_type = sniff(data)
         if content_type is None:
             raise UnsupportedEvidence("not a JPEG, PNG, WebP, MP4 or WebM file")
         return content_type
 
     async def add(self, session_id: str, data: bytes, kind: str,
-                  by: dict[str, Any]) -> Evidence:
+                  by: dict[str, Any], max_bytes: int | None = None) -> Evidence:
         """Store `data` encrypted, then note it (with its key) on the session's record.
 
         The file goes first: a crash in between leaves a file nobody can decrypt, never a
@@ -133,7 +134,7 @@ class EvidenceStore:
         """
         if kind not in KINDS:
             raise ValueError(f"bad evidence kind {kind!r}")
-        content_type = self.check(data)
+        content_type = self.check(data, max_bytes)
         evidence = Evidence(
             id=secrets.token_hex(16), session_id=session_id, kind=kind,
             content_type=content_type, size=len(data),

@@ -6,11 +6,20 @@ file as the body; both answer `{id, sha256, size, content_type}`. The body is re
 and reading stops at the size limit (413, nothing stored); content that is not an accepted
 kind is refused 415. `GET /api/sessions/{id}/evidence/{evidence id}` (supervisor, auditor,
 the session's handler) notes a `record_read` on the record first, then sends the file.
+
+Still pictures are the fallback ladder's third rung: when no video path connects (or the
+browser has no WebRTC) the caller's page sends a camera frame every `still_every` seconds to
+`POST /j/still` (bearer credential, images only, `still_max_bytes`). Each is evidence like a
+snapshot, and the session's staff are told at once (a `still` message on their sockets); the
+staff in the call fetch it from `GET /api/sessions/{id}/stills/{evidence id}`, whose first
+use by each staff member in each session is noted on the record as a read.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,20 +29,25 @@ from server import keys
 from server.accounts import StaffRole
 from server.auth import csrf_exempt, current_staff, require_role
 from server.evidence import (
+    Evidence,
     EvidenceDamaged,
     EvidenceNotFound,
     EvidenceStore,
     EvidenceTooLarge,
     UnsupportedEvidence,
 )
-from server.invites import LinkRefused
+from server.invites import Credential, LinkRefused
 from server.record import SessionShredded
+from signaling.protocol import Role
 
 log = logging.getLogger("erv.evidence")
 
 EVIDENCE: web.AppKey[EvidenceStore] = web.AppKey("evidence", EvidenceStore)
 CHUNK = 64 * 1024
 READERS = (StaffRole.HANDLER, StaffRole.SUPERVISOR, StaffRole.AUDITOR)
+STILL_WATCHERS = (StaffRole.HANDLER, StaffRole.SPECIALIST, StaffRole.SUPERVISOR)
+STAFF_IN_CALL = (Role.HANDLER, Role.SPECIALIST, Role.OBSERVER)
+STILL_TYPES = ("image/jpeg", "image/png", "image/webp")
 
 TOO_LARGE = "This file is too large to send. Try a shorter video or a smaller photo."
 UNSUPPORTED = "This kind of file cannot be sent. Photos (JPEG, PNG, WebP) and videos " \
@@ -87,16 +101,140 @@ async def add_snapshot(request: web.Request) -> web.Response:
     return await _store(request, video.id, "snapshot", {"by": staff.id, "role": "handler"})
 
 
-@csrf_exempt  # bearer-authenticated and cookieless: no ambient credential to forge
-async def add_upload(request: web.Request) -> web.Response:
+async def _caller(request: web.Request) -> Credential | None:
+    """The caller's credential from `Authorization: Bearer`, if it is live."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return _error("unauthorized", NOT_SIGNED_IN, 401)
+        return None
     try:
-        credential = await request.app[keys.ROOM].invites.check_credential(token.strip())
+        return await request.app[keys.ROOM].invites.check_credential(token.strip())
     except LinkRefused:
+        return None
+
+
+@csrf_exempt  # bearer-authenticated and cookieless: no ambient credential to forge
+async def add_upload(request: web.Request) -> web.Response:
+    credential = await _caller(request)
+    if credential is None:
         return _error("unauthorized", NOT_SIGNED_IN, 401)
     return await _store(request, credential.session_id, "upload", {"role": credential.role})
+
+
+class LiveStills:
+    """The newest stills of each live session, kept in this process so that staff watching
+    the call get each one without decrypting the record again, and the pace each caller
+    sends at. Bounded: the least recently active sessions are forgotten first."""
+
+    SESSIONS = 256
+    PER_SESSION = 3
+
+    def __init__(self) -> None:
+        self._stills: OrderedDict[str, deque[tuple[Evidence, bytes]]] = OrderedDict()
+        self._last: dict[str, float] = {}
+        self._seen: set[tuple[int, str]] = set()
+
+    def too_soon(self, session_id: str, gap: float, now: float) -> float:
+        """Seconds the caller must still wait (0 if a still may be taken now)."""
+        return max(0.0, self._last.get(session_id, 0.0) + gap - now)
+
+    def keep(self, evidence: Evidence, data: bytes, now: float) -> None:
+        held = self._stills.pop(evidence.session_id, None) or deque(maxlen=self.PER_SESSION)
+        held.append((evidence, data))
+        self._stills[evidence.session_id] = held
+        self._last[evidence.session_id] = now
+        while len(self._stills) > self.SESSIONS:
+            gone, _ = self._stills.popitem(last=False)
+            self._last.pop(gone, None)
+            self._seen = {seen for seen in self._seen if seen[1] != gone}
+
+    def get(self, session_id: str, evidence_id: str) -> tuple[Evidence, bytes] | None:
+        for evidence, data in self._stills.get(session_id, ()):
+            if evidence.id == evidence_id:
+                return evidence, data
+        return None
+
+    def first_look(self, staff_id: int, session_id: str) -> bool:
+        """True the first time this staff member looks at this session's stills."""
+        if (staff_id, session_id) in self._seen:
+            return False
+        self._seen.add((staff_id, session_id))
+        return True
+
+
+LIVE_STILLS: web.AppKey[LiveStills] = web.AppKey("live_stills", LiveStills)
+
+
+@csrf_exempt  # bearer-authenticated and cookieless, like /j/upload
+async def add_still(request: web.Request) -> web.Response:
+    """One still picture from the caller's camera: evidence, shown live to the staff."""
+    credential = await _caller(request)
+    if credential is None:
+        return _error("unauthorized", NOT_SIGNED_IN, 401)
+    config = request.app[keys.CONFIG]
+    stills = request.app[LIVE_STILLS]
+    now = time.monotonic()
+    # Half the page's own pace: a page that sends faster is broken or hostile.
+    wait = stills.too_soon(credential.session_id, config.still_every / 2, now)
+    if wait > 0:
+        response = _error("too_soon", "Still pictures are sent every few seconds.", 429)
+        response.headers["Retry-After"] = str(max(1, round(wait)))
+        return response
+    data = await _read_limited(request, config.still_max_bytes)
+    if data is None:
+        return _error("too_large", TOO_LARGE, 413)
+    store = request.app[EVIDENCE]
+    try:
+        if store.check(data, config.still_max_bytes) not in STILL_TYPES:
+            return _error("unsupported_type", "Still pictures are JPEG, PNG or WebP.", 415)
+        evidence = await store.add(credential.session_id, data, "still",
+                                   {"role": credential.role}, config.still_max_bytes)
+    except EvidenceTooLarge:
+        return _error("too_large", TOO_LARGE, 413)
+    except UnsupportedEvidence:
+        return _error("unsupported_type", "Still pictures are JPEG, PNG or WebP.", 415)
+    except SessionShredded:
+        return _error("purged", "This session was purged; nothing can be added.", 410)
+    stills.keep(evidence, data, now)
+    await request.app[keys.ROOM].hub.broadcast(credential.session_id, {
+        "type": "still", "id": evidence.id, "ts": time.time(), "size": evidence.size,
+        "sha256": evidence.sha256, "content_type": evidence.content_type,
+    }, roles=STAFF_IN_CALL)
+    return web.json_response(evidence.to_json(), status=201)
+
+
+@require_role(*STILL_WATCHERS)
+async def get_still(request: web.Request) -> web.StreamResponse:
+    """A still of a live call, for the staff in it (the handler, an accepted specialist, a
+    supervisor); auditors read stills like any evidence, through the evidence route."""
+    session = current_staff(request)
+    assert session is not None
+    staff = session.staff
+    room = request.app[keys.ROOM]
+    video = await room.session_for(staff, request.match_info["session_id"])
+    if staff.role is StaffRole.SPECIALIST:
+        await room.participant_role(staff, video)  # refuses a specialist who never accepted
+    evidence_id = request.match_info["evidence_id"]
+    store = request.app[EVIDENCE]
+    stills = request.app[LIVE_STILLS]
+    try:
+        store.path(video.id, evidence_id)
+        if stills.first_look(staff.id, video.id):
+            await request.app[keys.RECORD].append(
+                video.id, "record_read", {"by": staff.id, "via": "live_stills"}
+            )
+        found = stills.get(video.id, evidence_id) or await store.read(video.id, evidence_id)
+    except EvidenceNotFound:
+        return _error("not_found", "No such still picture.", 404)
+    except SessionShredded:
+        return _error("purged", "This session was purged.", 410)
+    except EvidenceDamaged:
+        log.exception("still %s of session %s is damaged", evidence_id, video.id)
+        return _error("damaged", "This file does not match its record.", 500)
+    evidence, data = found
+    if evidence.kind != "still":
+        return _error("not_found", "No such still picture.", 404)
+    return web.Response(body=data, content_type=evidence.content_type,
+                        headers={"Cache-Control": "no-store"})
 
 
 @require_role(*READERS)
@@ -142,6 +280,9 @@ async def _evidence_store(app: web.Application) -> AsyncIterator[None]:
 
 def add_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(_evidence_store)
+    app[LIVE_STILLS] = LiveStills()
     app.router.add_post("/api/sessions/{session_id}/snapshots", add_snapshot)
     app.router.add_post("/j/upload", add_upload)
+    app.router.add_post("/j/still", add_still)
     app.router.add_get("/api/sessions/{session_id}/evidence/{evidence_id}", get_evidence)
+    app.router.add_get("/api/sessions/{session_id}/stills/{evidence_id}", get_still)

@@ -125,10 +125,11 @@ async def open_link(request: web.Request) -> web.StreamResponse:
         return _refusal(request, exc)
     if _wants_json(request):
         return web.json_response({"state": "ready", "expires_at": invite.expires_at})
-    lang = _language(request, await _session_language(request, invite.session_id))
-    return aiohttp_jinja2.render_template(
-        "join.html", request, _page(request, lang, "join", token=token)
-    )
+    session = await request.app[keys.ROOM].sessions.get(invite.session_id)
+    lang = _language(request, session.language if session else "en")
+    return aiohttp_jinja2.render_template("join.html", request, _page(
+        request, lang, "join", token=token, phone_line=session.phone_line if session else True,
+    ))
 
 
 @csrf_exempt  # the unguessable token in the URL is the credential; no cookie is involved

@@ -158,6 +158,8 @@ async def create_session(request: web.Request) -> web.StreamResponse:
         session = await room.create_session(
             _staff(request), str(form.get("incident_ref", "")), str(form.get("phone", "")),
             str(form.get("language", "en")),
+            # An unticked box is absent from a form: the hidden field says the box was shown.
+            phone_line="phone_line" in form or "phone_line_shown" not in form,
         )
     except (PhoneNumberError, SessionInputError, ControlRoomError) as exc:
         message = exc.message if isinstance(exc, ControlRoomError) else str(exc)

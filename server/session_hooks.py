@@ -8,6 +8,7 @@ from aiohttp import web
 
 from server.accounts import Staff, StaffRole
 from server.auth import current_staff, same_origin
+from server.caller_state import CAPTURE_KINDS, CAPTURE_STATES, MEDIA_STATES, RUNG_REASONS, RUNGS
 from server.config import Config
 from server.control_room import ControlRoom
 from server.ice import ice_servers
@@ -79,6 +80,9 @@ class ControlRoomHooks:
                 participant.pid, self.config.turn_ttl,
             ),
             "resume_window": self.room.hub.resume_window,
+            # The server's ping interval: a client pings at least as often, so that a dead
+            # socket is found (and resumed) before the server gives up on it.
+            "heartbeat": self.config.heartbeat,
         }
         if participant.admission.staff_id is not None:
             # Checked on every welcome, resumes included: a resume secret alone must not
@@ -90,6 +94,11 @@ class ControlRoomHooks:
             self._staff[participant.pid] = staff
         if participant.role.is_staff and not is_lobby(participant.session):
             extra["status"] = await self.room.status(participant.session)
+        elif participant.role is Role.VICTIM:
+            session = await self.room.sessions.get(participant.session)
+            # How the page should behave: on the phone line it sends no sound.
+            extra["call"] = {"phone_line": session.phone_line if session else True,
+                             "stills_every": self.config.still_every}
         return extra
 
     async def joined(self, participant: Participant, resumed: bool) -> None:
@@ -136,8 +145,12 @@ class ControlRoomHooks:
                 await self._media(participant, args)
             elif op == "consent":
                 await self._consent(participant, args)
+            elif op == "capture":
+                await self._capture(participant, args)
+            elif op == "rung":
+                await self._rung(participant, args)
             elif op in ("end", "invite_specialist", "cancel_specialist", "resend_link",
-                        "revoke_link"):
+                        "revoke_link", "call_mode", "caller_media"):
                 handler = self._require(staff, participant, Role.HANDLER, op)
                 await self._handler_op(handler, participant.session, op, args)
             elif op in ("accept", "decline", "available"):
@@ -178,6 +191,17 @@ class ControlRoomHooks:
             await self.room.send_link(handler, session_id)
         elif op == "revoke_link":
             await self.room.revoke_link(handler, session_id)
+        elif op == "call_mode":
+            phone_line = args.get("phone_line")
+            if not isinstance(phone_line, bool):
+                raise ProtocolError(ErrorCode.BAD_FIELD, "phone_line: must be true or false")
+            await self.room.set_call_mode(handler, session_id, phone_line)
+        elif op == "caller_media":
+            state = args.get("state")
+            if state not in MEDIA_STATES:
+                raise ProtocolError(ErrorCode.BAD_FIELD,
+                                    f"state: one of {', '.join(MEDIA_STATES)}")
+            await self.room.caller_media_seen(session_id, state, handler.id)
 
     async def _specialist_op(self, specialist: Staff, op: str, args: dict[str, Any]) -> None:
         if op == "available":
@@ -200,6 +224,32 @@ class ControlRoomHooks:
             raise ProtocolError(ErrorCode.BAD_FIELD,
                                 "consent: camera, microphone and location, each true or false")
         await self.room.note(participant.session, "consent_given", **{k: args[k] for k in kinds})
+
+    @staticmethod
+    def _require_caller(participant: Participant, what: str) -> None:
+        if participant.role is not Role.VICTIM or is_lobby(participant.session):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"only the caller reports {what}")
+
+    async def _capture(self, participant: Participant, args: dict[str, Any]) -> None:
+        """What the caller's phone lets the page capture; the handler is told what is missing."""
+        self._require_caller(participant, "capture")
+        if set(args) != set(CAPTURE_KINDS) or not all(
+            args[kind] in CAPTURE_STATES for kind in CAPTURE_KINDS
+        ):
+            raise ProtocolError(ErrorCode.BAD_FIELD, "capture: camera, microphone and location, "
+                                f"each one of {', '.join(CAPTURE_STATES)}")
+        await self.room.caller_capture(participant.session, {k: args[k] for k in CAPTURE_KINDS})
+
+    async def _rung(self, participant: Participant, args: dict[str, Any]) -> None:
+        """The caller's page moved on the fallback ladder."""
+        self._require_caller(participant, "the rung")
+        rung, reason = args.get("rung"), args.get("reason")
+        if rung not in RUNGS:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"rung: one of {', '.join(RUNGS)}")
+        if reason is not None and reason not in RUNG_REASONS:
+            raise ProtocolError(ErrorCode.BAD_FIELD,
+                                f"reason: null or one of {', '.join(RUNG_REASONS)}")
+        await self.room.caller_rung(participant.session, rung, reason)
 
     async def _media(self, participant: Participant, args: dict[str, Any]) -> None:
         state = args.get("state")

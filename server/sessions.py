@@ -7,13 +7,15 @@ the same session cannot both win.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from server.db import Database
 
@@ -72,6 +74,11 @@ class VideoSession:
     connected_at: float | None
     ended_at: float | None
     end_reason: str | None
+    # The caller stays on the 999 phone line (the default): the page sends video and location,
+    # not sound. The handler can switch the call to full sound.
+    phone_line: bool = True
+    # What the caller's page and the handler's page last reported (server.caller_state).
+    facts: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> VideoSession:
@@ -89,6 +96,8 @@ class VideoSession:
             connected_at=row["connected_at"],
             ended_at=row["ended_at"],
             end_reason=row["end_reason"],
+            phone_line=bool(row["phone_line"]),
+            facts=json.loads(row["caller_facts"] or "{}"),
         )
 
     @property
@@ -128,7 +137,7 @@ class VideoSessionStore(Protocol):
 
     async def create(
         self, incident_ref: str, phone_e164: str, handler_id: int, language: str = "en",
-        contact_link: str | None = None,
+        contact_link: str | None = None, phone_line: bool = True,
     ) -> VideoSession: ...
 
     async def get(self, session_id: str) -> VideoSession | None: ...
@@ -149,6 +158,12 @@ class VideoSessionStore(Protocol):
     async def reach(self, session_id: str, target: SessionState) -> VideoSession: ...
 
     async def forget_phone(self, session_id: str) -> None: ...
+
+    async def set_phone_line(self, session_id: str, phone_line: bool) -> None: ...
+
+    async def update_facts(self, session_id: str, facts: Mapping[str, Any]) -> None:
+        """Merge `facts` (JSON values; None removes a fact) into the session's, field by
+        field, so reports from the caller and the handler never overwrite each other."""
 
 
 async def walk_forward(
@@ -183,16 +198,16 @@ class VideoSessions:
 
     async def create(
         self, incident_ref: str, phone_e164: str, handler_id: int, language: str = "en",
-        contact_link: str | None = None,
+        contact_link: str | None = None, phone_line: bool = True,
     ) -> VideoSession:
         ref = validate_new_session(incident_ref, language)
         session_id = secrets.token_hex(8)
         now = time.time()
         await self.db.execute(
             "INSERT INTO video_sessions (id, incident_ref, phone, handler_id, language, state,"
-            " created_at, contact_link) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, contact_link, phone_line) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (session_id, ref, phone_e164, handler_id, language, SessionState.CREATED.value, now,
-             contact_link),
+             contact_link, int(phone_line)),
         )
         session = await self.get(session_id)
         assert session is not None
@@ -272,3 +287,30 @@ class VideoSessions:
     async def forget_phone(self, session_id: str) -> None:
         """Blank the (masked) number kept on the session row, as retention does on purge."""
         await self.db.execute("UPDATE video_sessions SET phone = '' WHERE id = ?", (session_id,))
+
+    async def set_phone_line(self, session_id: str, phone_line: bool) -> None:
+        await self.db.execute("UPDATE video_sessions SET phone_line = ? WHERE id = ?",
+                              (int(phone_line), session_id))
+
+    async def update_facts(self, session_id: str, facts: Mapping[str, Any]) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT caller_facts FROM video_sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                return
+            merged = merge_facts(json.loads(row["caller_facts"] or "{}"), facts)
+            conn.execute("UPDATE video_sessions SET caller_facts = ? WHERE id = ?",
+                         (json.dumps(merged, separators=(",", ":")), session_id))
+
+        await self.db.transaction(run)
+
+
+def merge_facts(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged

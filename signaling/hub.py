@@ -76,6 +76,9 @@ class Hub(Protocol):
     async def peers_of(self, participant: Participant) -> list[dict[str, Any]]:
         """How the participant's peers look (`describe()`), for its welcome."""
 
+    async def roster(self, session: str) -> list[dict[str, Any]]:
+        """Everyone in the session (`describe()`: pid, role, name, present or away)."""
+
     async def lookup(self, pid: str) -> PeerInfo | None: ...
 
     async def occupied(self, session: str) -> bool:
@@ -279,6 +282,9 @@ class LocalHub:
 
     async def peers_of(self, participant: Participant) -> list[dict[str, Any]]:
         return [p.describe() for p in self.members(participant.session) if p is not participant]
+
+    async def roster(self, session: str) -> list[dict[str, Any]]:
+        return [p.describe() for p in self.members(session)]
 
     async def deliver(self, participant: Participant, message: dict[str, Any]) -> None:
         participant.deliver(message)

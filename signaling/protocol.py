@@ -335,7 +335,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
 CLIENT_TYPES = tuple(_PARSERS)
 SERVER_TYPES = (
     "welcome", "signal", "peer", "chat", "advice", "location", "status", "invitation",
-    "error", "bye", "pong",
+    "call_mode", "still", "error", "bye", "pong",
 )
 # Sent outside the per-participant sequence: they concern this connection, not the session.
 UNSEQUENCED_TYPES = frozenset({"welcome", "error", "bye", "pong"})

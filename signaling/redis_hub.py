@@ -570,6 +570,9 @@ class RedisHub:
     async def peers_of(self, participant: Participant) -> list[dict[str, Any]]:
         return [p for p in await self._members(participant.session) if p["pid"] != participant.pid]
 
+    async def roster(self, session: str) -> list[dict[str, Any]]:
+        return await self._members(session)
+
     async def lookup(self, pid: str) -> PeerInfo | None:
         info = await self._describe(pid) if len(pid) <= 64 else None
         if info is None:

@@ -2,7 +2,8 @@
 
 Same behaviour as `server.sessions.VideoSessions`. Keys (P is the prefix, `erv:` by default):
 
-    P call:session:<id>                  hash, one video session (kept: the case history needs it)
+    P call:session:<id>                  hash, one video session (kept: the case history needs it);
+                                         its `fact:<name>` fields are the caller's facts, as JSON
     P call:sessions                      sorted set of session ids by created_at
     P call:sessions:handler:<staff id>   the same, one handler's sessions
     P call:sessions:specialist:<id>      sessions a specialist was invited to (written by ring)
@@ -27,6 +28,7 @@ Each state change is one Lua script, so it is atomic across every node.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -103,7 +105,12 @@ def upto(limit: int) -> int | None:
     return None if limit == 0 else (limit - 1 if limit > 0 else -1)
 
 
+FACT_PREFIX = "fact:"
+
+
 def session_from(fields: Mapping[str, str]) -> VideoSession:
+    facts = {k[len(FACT_PREFIX):]: json.loads(v) for k, v in fields.items()
+             if k.startswith(FACT_PREFIX)}
     return VideoSession(
         id=fields["id"],
         incident_ref=fields["incident_ref"],
@@ -118,6 +125,8 @@ def session_from(fields: Mapping[str, str]) -> VideoSession:
         connected_at=opt_float(fields, "connected_at"),
         ended_at=opt_float(fields, "ended_at"),
         end_reason=fields.get("end_reason"),
+        phone_line=fields.get("phone_line", "1") == "1",
+        facts=facts,
     )
 
 
@@ -153,6 +162,19 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'phone', 
 return 0
 """
 
+# KEYS[1] the session. ARGV: field, value, field, value, ...; an empty value deletes the field.
+SET_FIELDS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
+"""
+
 
 class RedisVideoSessions:
     """`server.sessions.VideoSessions` kept in Redis, shared by every node."""
@@ -162,10 +184,11 @@ class RedisVideoSessions:
         self.keys = CallKeys(prefix)
         self._advance = redis.register_script(ADVANCE)
         self._forget_phone = redis.register_script(FORGET_PHONE)
+        self._set_fields = redis.register_script(SET_FIELDS)
 
     async def create(
         self, incident_ref: str, phone_e164: str, handler_id: int, language: str = "en",
-        contact_link: str | None = None,
+        contact_link: str | None = None, phone_line: bool = True,
     ) -> VideoSession:
         ref = validate_new_session(incident_ref, language)
         session_id = secrets.token_hex(8)
@@ -174,6 +197,7 @@ class RedisVideoSessions:
             "id": session_id, "incident_ref": ref, "phone": phone_e164,
             "handler_id": str(int(handler_id)), "language": language,
             "state": SessionState.CREATED.value, "created_at": stamp(now),
+            "phone_line": "1" if phone_line else "0",
         }
         if contact_link is not None:
             fields["contact_link"] = contact_link
@@ -239,6 +263,18 @@ class RedisVideoSessions:
     async def forget_phone(self, session_id: str) -> None:
         """Blank the (masked) number kept on the session, as retention does on purge."""
         await self._forget_phone(keys=[self.keys.session(session_id)])
+
+    async def set_phone_line(self, session_id: str, phone_line: bool) -> None:
+        await self._set_fields(keys=[self.keys.session(session_id)],
+                               args=["phone_line", "1" if phone_line else "0"])
+
+    async def update_facts(self, session_id: str, facts: Mapping[str, Any]) -> None:
+        args: list[str] = []
+        for name, value in facts.items():
+            args += [FACT_PREFIX + name,
+                     "" if value is None else json.dumps(value, separators=(",", ":"))]
+        if args:
+            await self._set_fields(keys=[self.keys.session(session_id)], args=args)
 
     async def _newest(self, index: str, limit: int) -> list[VideoSession]:
         stop = upto(limit)

@@ -204,12 +204,14 @@ async def server(backend: dict[str, Any], tmp_path: Path) -> AsyncIterator[LiveS
 
 
 async def new_session(server: LiveServer, handler: StaffClient, language: str,
-                      ref: str = "CAD-1") -> tuple[str, str]:
-    """A session created through the API in `language`; returns (session id, link token)."""
+                      ref: str = "CAD-1", phone_line: bool = False) -> tuple[str, str]:
+    """A session created through the API in `language` (by default with sound on the page;
+    the console's own default is the phone line); returns (session id, link token)."""
     _, body = await handler.api("POST", "/api/sessions",
                                 {"incident_ref": ref, "phone": "07911 123456",
-                                 "language": language}, expect=201)
+                                 "language": language, "phone_line": phone_line}, expect=201)
     assert body["session"]["language"] == language
+    assert body["session"]["phone_line"] is phone_line
     return str(body["session"]["id"]), server.latest_token()
 
 
@@ -395,6 +397,29 @@ async def test_the_no_script_form_joins_in_the_chosen_language_once(server: Live
     assert "data-credential" not in again.page.first("body")
     assert again.page.first("body")["data-problem"] == "used"
     assert await server.credential_count(session_id) == 1
+
+
+async def test_on_the_phone_line_the_first_screen_does_not_ask_for_the_microphone(
+    server: LiveServer,
+) -> None:
+    """A caller still on the 999 call: the page offers camera and location, says the sound
+    stays on the phone, and its no-script form consents to no microphone."""
+    handler = await server.staff_client("hannah", StaffRole.HANDLER)
+    session_id, token = await new_session(server, handler, "en", phone_line=True)
+    first = await fetch(server, "GET", f"/j/{token}")
+    assert first.page.first("body")["data-phone-line"] == "1"
+    assert form_of(first.page) == {"consent": "1", "lang": "en", "camera": "1", "location": "1"}
+    assert EN["victim.consent.phone_line"] in first.page.visible
+    microphone = first.page.tags.index(("input", first.page.first("input", name="microphone")))
+    assert first.page.tags[microphone - 1] == ("label", {"class": "check", "hidden": ""})
+    joined = await fetch(server, "POST", f"/j/{token}", data=form_of(first.page))
+    assert set(joined.page.first("body")["data-consent"].split()) == {"camera", "location"}
+    # Its welcome says so too, for the page script.
+    caller = await SignalClient.connect(server, server.new_http())
+    welcome = await caller.hello(credential=joined.page.first("body")["data-credential"])
+    assert welcome["session"] == session_id
+    assert welcome["call"] == {"phone_line": True, "stills_every": server.config.still_every}
+    await caller.close()
 
 
 async def test_a_bare_form_post_keeps_the_sessions_language_and_consents_to_all(

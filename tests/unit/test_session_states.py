@@ -360,6 +360,55 @@ async def test_forget_phone_blanks_only_the_number(
     assert await sessions.get("0123456789abcdef") is None
 
 
+async def test_phone_line_is_the_default_and_can_be_switched(
+    sessions: VideoSessionStore, handler_id: int
+) -> None:
+    on_phone = await new_session(sessions, handler_id)
+    assert on_phone.phone_line is True
+    full_sound = await sessions.create("CAD-2", PHONE, handler_id, phone_line=False)
+    assert full_sound.phone_line is False
+    assert (await sessions.get(full_sound.id)) == full_sound
+    await sessions.set_phone_line(on_phone.id, False)
+    fresh = await sessions.get(on_phone.id)
+    assert fresh is not None and fresh.phone_line is False
+    assert fresh == VideoSession(**{**vars(on_phone), "phone_line": False})
+    await sessions.set_phone_line("0123456789abcdef", True)  # unknown: nothing made
+    assert await sessions.get("0123456789abcdef") is None
+
+
+async def test_facts_merge_field_by_field_and_none_removes(
+    sessions: VideoSessionStore, handler_id: int
+) -> None:
+    session = await new_session(sessions, handler_id)
+    assert session.facts == {}
+    await sessions.update_facts(session.id, {"rung": "stills", "rung_reason": "no_turn"})
+    await sessions.update_facts(session.id, {"media": "frozen", "media_since": 1795907001.25})
+    await sessions.update_facts(session.id, {"rung": "full", "rung_reason": None})
+    fresh = await sessions.get(session.id)
+    assert fresh is not None
+    assert dict(fresh.facts) == {"rung": "full", "media": "frozen", "media_since": 1795907001.25}
+    # The rest of the session is untouched, and the facts read back the same in a list.
+    assert fresh == VideoSession(**{**vars(session), "facts": fresh.facts})
+    assert [s.facts for s in await sessions.for_handler(handler_id)] == [fresh.facts]
+    await sessions.update_facts("0123456789abcdef", {"rung": "full"})  # unknown: nothing made
+    assert await sessions.get("0123456789abcdef") is None
+
+
+async def test_racing_fact_reports_lose_nothing(
+    sessions: VideoSessionStore, handler_id: int
+) -> None:
+    """The caller's page and the handler's page report at once: neither overwrites the other."""
+    session = await new_session(sessions, handler_id)
+    await asyncio.gather(*(
+        sessions.update_facts(session.id, {f"capture_{k}": "ok"})
+        for k in ("camera", "microphone", "location")
+    ), sessions.update_facts(session.id, {"media": "flowing"}))
+    fresh = await sessions.get(session.id)
+    assert fresh is not None
+    assert dict(fresh.facts) == {"capture_camera": "ok", "capture_microphone": "ok",
+                                 "capture_location": "ok", "media": "flowing"}
+
+
 # --- Redis: many nodes, restarts, no expiry ----------------------------------------------------
 
 

@@ -1,9 +1,21 @@
 // The media mesh: one RTCPeerConnection per peer, "perfect negotiation" so either side may
-// (re)negotiate at any time, and restartIce() when a connection fails (a network change).
+// (re)negotiate at any time, and ICE restarts when a path is lost (a blackout, Wi-Fi to 4G).
+//
+// A lost path is restarted quickly, not after Chrome's "failed" (which takes 30 s): the
+// impolite side restarts 1.5 s into "disconnected", the polite side 3 s in, and a restart
+// that has not connected after 8 s is tried again for as long as the peer is in the call.
+// Signals go through the socket's queue, so an offer made while the socket is reconnecting
+// is sent when it is back, and a tab whose socket had dropped restarts ICE on every link at
+// once when it resumes: its network has probably changed.
 
 const STALL_MS = 4000;
 const MAX_STALL_RESTARTS = 3;
 const FIRST_OFFER_WAIT_MS = 1500;
+const DISCONNECTED_RESTART_MS = 1500;
+const RESTART_RETRY_MS = 8000;
+
+/** Whether this browser can make WebRTC calls at all (in-app browsers and old phones may not). */
+export const WEBRTC = typeof window.RTCPeerConnection === "function";
 
 export class Mesh extends EventTarget {
   /**
@@ -17,6 +29,8 @@ export class Mesh extends EventTarget {
     this.local = local;
     this.wants = wants;
     this.peers = new Map(); // pid -> Link
+    this.sendLimits = null; // {maxBitrate, scaleResolutionDownBy} for our video, or null
+    if (!WEBRTC) return; // nothing to connect: the page falls back to still pictures
     signal.addEventListener("welcome", (e) => this.onWelcome(e.detail));
     signal.addEventListener("peer", (e) => this.onPeer(e.detail));
     signal.addEventListener("signal", (e) => this.onSignal(e.detail));
@@ -29,6 +43,11 @@ export class Mesh extends EventTarget {
     if (welcome.fresh) {
       // A new pid: every old connection belonged to the old one.
       for (const pid of [...this.peers.keys()]) this.drop(pid);
+    } else {
+      // Our socket dropped and came back: the network under us may have changed, and a path
+      // that still looks connected may be dead. Restarting ICE costs one exchange and keeps
+      // the old path until a new one is chosen.
+      for (const link of this.peers.values()) link.restart("resumed");
     }
     for (const peer of welcome.peers) {
       // A newcomer lets those already in the call offer first: they offer as soon as they
@@ -70,6 +89,12 @@ export class Mesh extends EventTarget {
     for (const link of this.peers.values()) await link.syncTracks();
   }
 
+  /** Limit our video (a weak uplink): {maxBitrate (bps), scaleResolutionDownBy}, or null. */
+  async limitVideo(limits) {
+    this.sendLimits = limits;
+    for (const link of this.peers.values()) await link.applyLimits();
+  }
+
   close() {
     for (const pid of [...this.peers.keys()]) this.drop(pid);
   }
@@ -87,6 +112,9 @@ class Link {
     this.answerPending = false;
     this.senders = new Map(); // kind -> RTCRtpSender
     this.stream = new MediaStream();
+    this.everConnected = false;
+    this.restarts = 0;
+    this.restartTimer = null;
     const pc = new RTCPeerConnection({ iceServers: mesh.signal.iceServers });
     this.pc = pc;
     pc.onnegotiationneeded = async () => {
@@ -100,10 +128,13 @@ class Link {
         this.makingOffer = false;
       }
     };
-    pc.onicecandidate = ({ candidate }) => this.send({ candidate: candidate ? candidate.toJSON() : null });
-    pc.oniceconnectionstatechange = () => {
-      if (pc.iceConnectionState === "failed") pc.restartIce();
+    this.gatheredTypes = new Set(); // host, srflx, prflx, relay: tells "no TURN path" apart
+    pc.onicecandidate = ({ candidate }) => {
+      if (candidate && candidate.type) this.gatheredTypes.add(candidate.type);
+      else if (candidate && / typ (\w+)/.test(candidate.candidate)) this.gatheredTypes.add(/ typ (\w+)/.exec(candidate.candidate)[1]);
+      this.send({ candidate: candidate ? candidate.toJSON() : null });
     };
+    pc.oniceconnectionstatechange = () => this.onIceState(pc.iceConnectionState);
     // Chrome can come out of a glare rollback (both sides offered at once) with no ICE
     // candidates gathered: the link then sits in ICE "new" for ever, never "failed". If ICE has
     // not even started a while after an exchange completed, restart it: a fresh offer and a
@@ -117,9 +148,8 @@ class Link {
       const state = pc.connectionState;
       this.mesh.dispatchEvent(new CustomEvent("link-state", { detail: { pid: this.pid, role: this.role, state } }));
       if (state === "connected") {
+        this.everConnected = true;
         this.mesh.signal.send({ type: "control", op: "media", state: "connected", peer: this.pid });
-      } else if (state === "failed") {
-        pc.restartIce();
       }
     };
     pc.ontrack = ({ track, streams }) => {
@@ -134,6 +164,43 @@ class Link {
     this.syncTracks();
   }
 
+  onIceState(state) {
+    if (state === "connected" || state === "completed") {
+      clearTimeout(this.restartTimer);
+      this.restartTimer = null;
+      this.restarts = 0;
+    } else if (state === "disconnected") {
+      this.scheduleRestart(this.polite ? DISCONNECTED_RESTART_MS * 2 : DISCONNECTED_RESTART_MS);
+    } else if (state === "failed") {
+      this.restart("failed");
+    }
+    this.mesh.dispatchEvent(new CustomEvent("ice-state", { detail: { pid: this.pid, role: this.role, state } }));
+  }
+
+  scheduleRestart(ms) {
+    if (this.restartTimer) return;
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      const state = this.pc.iceConnectionState;
+      if (state !== "connected" && state !== "completed" && this.pc.signalingState !== "closed") {
+        this.restart("lost");
+      }
+    }, ms);
+  }
+
+  /** A fresh ICE exchange (new credentials, new candidates, the best path found again). */
+  restart(why) {
+    if (this.pc.signalingState === "closed") return;
+    this.restarts += 1;
+    this.pc.restartIce();
+    this.mesh.dispatchEvent(new CustomEvent("ice-restart", { detail: { pid: this.pid, why } }));
+    // Still not through a while later (the offer may be waiting for the socket, or the path
+    // is still down): try again, for as long as the peer is in the call.
+    clearTimeout(this.restartTimer);
+    this.restartTimer = null;
+    this.scheduleRestart(RESTART_RETRY_MS);
+  }
+
   release() {
     if (!this.holding) return;
     this.holding = false;
@@ -142,7 +209,7 @@ class Link {
   }
 
   send(body) {
-    this.mesh.signal.send({ type: "signal", to: this.pid, ...body });
+    this.mesh.signal.send({ type: "signal", to: this.pid, ...body }, { queue: true });
   }
 
   async syncTracks() {
@@ -155,6 +222,34 @@ class Link {
         await sender.replaceTrack(track);
       } else if (track) {
         this.senders.set(kind, this.pc.addTrack(track, local));
+      }
+    }
+    await this.applyLimits();
+  }
+
+  /** Our video's bitrate and resolution cap, and the caller's voice before their picture. */
+  async applyLimits() {
+    for (const [kind, sender] of this.senders) {
+      const params = sender.getParameters();
+      if (!params.encodings || !params.encodings.length) continue; // not negotiated yet
+      const encoding = params.encodings[0];
+      if (kind === "audio") {
+        encoding.priority = "high";
+        encoding.networkPriority = "high";
+      } else {
+        const limits = this.mesh.sendLimits;
+        if (limits) {
+          encoding.maxBitrate = limits.maxBitrate;
+          encoding.scaleResolutionDownBy = limits.scaleResolutionDownBy;
+        } else {
+          delete encoding.maxBitrate;
+          encoding.scaleResolutionDownBy = 1;
+        }
+      }
+      try {
+        await sender.setParameters(params);
+      } catch {
+        // A renegotiation is under way; the next change applies the limits again.
       }
     }
   }
@@ -194,23 +289,66 @@ class Link {
     }
   }
 
-  /** Connection quality for the console: round trip, loss, bitrate, resolution, frames. */
+  /** What arrives from this peer, and by which path: for the console's truthful status. */
   async quality() {
     const stats = await this.pc.getStats();
-    const out = { rtt: null, lost: 0, received: 0, bytes: 0, width: null, height: null, framesDecoded: 0, at: performance.now() };
+    const out = {
+      rtt: null, lost: 0, received: 0, bytes: 0, width: null, height: null,
+      framesDecoded: 0, framesPerSecond: null, hasVideo: false, hasAudio: false,
+      audioPackets: 0, concealedSamples: 0, totalSamples: 0, path: null,
+      ice: this.pc.iceConnectionState, at: performance.now(),
+    };
+    let pair = null;
     stats.forEach((report) => {
-      if (report.type === "candidate-pair" && report.state === "succeeded" && report.nominated) {
-        out.rtt = report.currentRoundTripTime ?? out.rtt;
-      }
+      if (report.type === "transport" && report.selectedCandidatePairId) pair = stats.get(report.selectedCandidatePairId);
+      if (report.type === "candidate-pair" && report.state === "succeeded" && report.nominated && !pair) pair = report;
       if (report.type === "inbound-rtp") {
         out.lost += report.packetsLost || 0;
         out.received += report.packetsReceived || 0;
         out.bytes += report.bytesReceived || 0;
         if (report.kind === "video") {
+          out.hasVideo = true;
           out.width = report.frameWidth ?? out.width;
           out.height = report.frameHeight ?? out.height;
-          out.framesDecoded = report.framesDecoded || 0;
+          out.framesDecoded += report.framesDecoded || 0;
+          out.framesPerSecond = report.framesPerSecond ?? out.framesPerSecond;
+        } else if (report.kind === "audio") {
+          out.hasAudio = true;
+          out.audioPackets += report.packetsReceived || 0;
+          out.concealedSamples += report.concealedSamples || 0;
+          out.totalSamples += report.totalSamplesReceived || 0;
         }
+      }
+    });
+    if (pair) {
+      out.rtt = pair.currentRoundTripTime ?? null;
+      const local = stats.get(pair.localCandidateId);
+      const remote = stats.get(pair.remoteCandidateId);
+      out.path = {
+        local: local ? local.candidateType : null,
+        remote: remote ? remote.candidateType : null,
+        protocol: local ? local.protocol : null,
+        relayProtocol: local ? local.relayProtocol || null : null,
+        availableOutgoingBitrate: pair.availableOutgoingBitrate ?? null,
+      };
+    }
+    return out;
+  }
+
+  /** What we send this peer: for the caller's ladder (the bandwidth estimate, the picture). */
+  async sending() {
+    const stats = await this.pc.getStats();
+    const out = { availableOutgoingBitrate: null, width: null, height: null, framesPerSecond: null, limitation: null, bytesSent: 0 };
+    stats.forEach((report) => {
+      if (report.type === "candidate-pair" && report.nominated && report.state === "succeeded") {
+        out.availableOutgoingBitrate = report.availableOutgoingBitrate ?? out.availableOutgoingBitrate;
+      }
+      if (report.type === "outbound-rtp" && report.kind === "video") {
+        out.width = report.frameWidth ?? out.width;
+        out.height = report.frameHeight ?? out.height;
+        out.framesPerSecond = report.framesPerSecond ?? out.framesPerSecond;
+        out.limitation = report.qualityLimitationReason ?? out.limitation;
+        out.bytesSent += report.bytesSent || 0;
       }
     });
     return out;
@@ -231,6 +369,7 @@ class Link {
   close() {
     clearTimeout(this.stallTimer);
     clearTimeout(this.holdTimer);
+    clearTimeout(this.restartTimer);
     this.pc.close();
   }
 }

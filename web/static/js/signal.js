@@ -1,9 +1,22 @@
 // The signalling socket: hello/welcome, per-participant seq, resume after a drop, heartbeats.
 // docs/protocol.md is the contract. One instance per tab; it knows nothing of media or pages.
+//
+// A place in the call ends only when the server says so: a `bye` (other than
+// server_shutdown), close 4000 (resumed elsewhere), or our own close(). Every other close is
+// the network's doing, a proxy's, or our own heartbeat giving up on a dead socket: whatever
+// its code (1000 and 1008 included), we reconnect and resume. A caller told "the call has
+// ended" while it is alive is the failure this service exists to prevent.
 
 const PROTOCOL_VERSION = 1;
-const PING_EVERY_MS = 15000;
-const PONG_TIMEOUT_MS = 10000;
+// Until the server's welcome says its heartbeat: ping every 15 s, give up after 10 s.
+const DEFAULT_PING_MS = 15000;
+const DEFAULT_PONG_MS = 10000;
+// A socket that has not opened and been welcomed within this long is given up and retried:
+// on a weak link a connect attempt made during an outage can hang long after it is over.
+const CONNECT_TIMEOUT_MS = 10000;
+const BACKOFF_MAX_MS = 5000;
+const BACKOFF_POLICY_MS = 10000; // after 1008: something was wrong; do not hammer the server
+const QUEUE_LIMIT = 256;
 
 export class Signal extends EventTarget {
   /**
@@ -25,35 +38,80 @@ export class Signal extends EventTarget {
     this.ended = false;
     this.lostAt = 0;
     this.attempt = 0;
+    this.pingEveryMs = DEFAULT_PING_MS;
+    this.pongTimeoutMs = DEFAULT_PONG_MS;
     this.pingTimer = null;
     this.pongTimer = null;
+    this.connectTimer = null;
+    this.retryTimer = null;
     this.restarting = false;
+    this.queue = []; // signals that waited for the socket to come back
+    this.reconnects = 0; // how often this tab lost and regained its socket (for tests, stats)
   }
 
   start() {
     this.open();
+    // A phone coming back online, or a tab coming back to the front, should not wait out a
+    // back-off or a ping interval to find out whether the socket still works.
+    window.addEventListener("online", () => this.nudge());
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") this.nudge();
+    });
   }
 
-  send(message) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+  /**
+   * Send a frame on the joined socket. With `queue`, a frame that cannot go now waits and
+   * goes, in order, once the socket has resumed (signals for a peer connection: an ICE
+   * restart's offer must not be lost to a reconnect).
+   */
+  send(message, { queue = false } = {}) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN && this.state === "connected") {
       this.ws.send(JSON.stringify(message));
       return true;
+    }
+    if (queue && !this.ended) {
+      this.queue.push(message);
+      if (this.queue.length > QUEUE_LIMIT) this.queue.shift();
     }
     return false;
   }
 
   /** Leave for good (quick exit, hang up): no resume. */
   close(leave = true) {
-    this.ended = true;
     if (leave) this.send({ type: "control", op: "leave" });
-    this.stopHeartbeat();
-    if (this.ws) this.ws.close(1000, "bye");
+    this.ended = true;
+    this.queue = [];
+    this.stopTimers();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) ws.close(1000, "bye");
     this.setState("ended");
   }
 
-  /** Drop the socket as a network failure would; it resumes by itself. */
-  drop() {
-    if (this.ws) this.ws.close(4001, "dropped");
+  /** Give up on the current socket (it looks dead) and reconnect at once; the old one is
+   *  closed with 4001 but its close is not waited for: on a dead link that can take minutes. */
+  drop(reason = "dropped") {
+    const ws = this.ws;
+    if (!ws || this.ended) return;
+    this.ws = null;
+    try {
+      ws.close(4001, reason);
+    } catch {
+      // already closing
+    }
+    this.lost(0);
+  }
+
+  /** Check the connection now: reconnect at once if we are waiting to, ping if connected. */
+  nudge() {
+    if (this.ended) return;
+    if (this.state === "reconnecting" && this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+      this.open();
+    } else if (this.state === "connected") {
+      this.ping();
+    }
   }
 
   setState(state, detail = {}) {
@@ -64,10 +122,17 @@ export class Signal extends EventTarget {
 
   open() {
     if (this.ended) return;
+    this.retryTimer = null;
     this.setState(this.pid ? "reconnecting" : "connecting");
     const ws = new WebSocket(this.url);
     this.ws = ws;
+    clearTimeout(this.connectTimer);
+    // Opened and welcomed in time, or given up and tried again.
+    this.connectTimer = setTimeout(() => {
+      if (this.ws === ws && this.state !== "connected") this.drop("connect_timeout");
+    }, CONNECT_TIMEOUT_MS);
     ws.addEventListener("open", () => {
+      if (ws !== this.ws) return;
       const hello = { type: "hello", v: PROTOCOL_VERSION };
       if (this.pid && this.secret) {
         hello.resume = { pid: this.pid, secret: this.secret, last_seq: this.lastSeq };
@@ -75,39 +140,30 @@ export class Signal extends EventTarget {
         Object.assign(hello, this.join);
       }
       ws.send(JSON.stringify(hello));
-      this.startHeartbeat();
     });
-    ws.addEventListener("message", (event) => this.onFrame(event.data));
+    ws.addEventListener("message", (event) => {
+      if (ws === this.ws) this.onFrame(ws, event.data);
+    });
     ws.addEventListener("close", (event) => this.onClose(ws, event));
   }
 
-  onFrame(data) {
+  onFrame(ws, data) {
     let message;
     try {
       message = JSON.parse(data);
     } catch {
       return;
     }
-    if (message.type === "pong") {
-      clearTimeout(this.pongTimer);
-      return;
-    }
+    // Anything from the server shows the socket is alive.
+    clearTimeout(this.pongTimer);
+    this.pongTimer = null;
+    if (message.type === "pong") return;
     if (typeof message.seq === "number") {
       if (message.seq <= this.lastSeq) return; // already seen (a replay overlap)
       this.lastSeq = message.seq;
     }
     if (message.type === "welcome") {
-      const fresh = message.pid !== this.pid;
-      this.pid = message.pid;
-      this.role = message.role;
-      this.secret = message.resume_secret;
-      this.resumeWindow = message.resume_window || this.resumeWindow;
-      this.iceServers = message.ice_servers || [];
-      if (fresh) this.lastSeq = 0;
-      this.attempt = 0;
-      this.lostAt = 0;
-      this.setState("connected");
-      this.dispatchEvent(new CustomEvent("welcome", { detail: { ...message, fresh } }));
+      this.onWelcome(message);
       return;
     }
     if (message.type === "error" && message.code === "resume_failed") {
@@ -115,7 +171,7 @@ export class Signal extends EventTarget {
       this.pid = null;
       this.secret = null;
       this.lastSeq = 0;
-      this.send({ type: "hello", v: PROTOCOL_VERSION, ...this.join });
+      ws.send(JSON.stringify({ type: "hello", v: PROTOCOL_VERSION, ...this.join }));
       return;
     }
     if (message.type === "bye" && message.reason === "server_shutdown") {
@@ -125,46 +181,93 @@ export class Signal extends EventTarget {
       return;
     }
     if (message.type === "bye") {
+      // The server removed us (the call ended, we left, another tab took our place): final.
       this.ended = true;
-      this.stopHeartbeat();
+      this.queue = [];
+      this.stopTimers();
       this.setState("ended", { reason: message.reason });
     }
     this.dispatchEvent(new CustomEvent(message.type, { detail: message }));
     this.dispatchEvent(new CustomEvent("message", { detail: message }));
   }
 
+  onWelcome(message) {
+    const fresh = message.pid !== this.pid;
+    this.pid = message.pid;
+    this.role = message.role;
+    this.secret = message.resume_secret;
+    this.resumeWindow = message.resume_window || this.resumeWindow;
+    this.iceServers = message.ice_servers || [];
+    if (typeof message.heartbeat === "number" && message.heartbeat > 0) {
+      // Ping a little more often than the server would, and give up after half a ping.
+      this.pingEveryMs = Math.min(DEFAULT_PING_MS, message.heartbeat * 1000);
+      this.pongTimeoutMs = Math.max(1500, Math.min(DEFAULT_PONG_MS, this.pingEveryMs / 2));
+    }
+    if (fresh) this.lastSeq = 0;
+    const wasLost = this.lostAt > 0;
+    this.attempt = 0;
+    this.lostAt = 0;
+    clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    if (wasLost) this.reconnects += 1;
+    this.setState("connected");
+    this.startHeartbeat();
+    // A new place means new peer connections: signals for the old ones are void.
+    const waiting = fresh ? [] : this.queue;
+    this.queue = [];
+    this.dispatchEvent(new CustomEvent("welcome", { detail: { ...message, fresh } }));
+    for (const queued of waiting) this.send(queued, { queue: true });
+  }
+
   onClose(ws, event) {
-    if (ws !== this.ws) return;
-    this.stopHeartbeat();
-    const final = event.code === 1000 || event.code === 4000 || event.code === 1008;
-    if (this.ended || (final && !this.restarting)) {
-      if (!this.ended) {
-        this.ended = true;
-        this.setState("ended", { reason: event.reason || "closed" });
-      }
+    if (ws !== this.ws) return; // a socket we already gave up on
+    this.ws = null;
+    this.stopTimers();
+    if (this.ended) return;
+    if (event.code === 4000) {
+      // Another socket resumed this participant (another tab, or the same one after a
+      // half-dead socket): it has the call now.
+      this.ended = true;
+      this.queue = [];
+      this.setState("ended", { reason: event.reason || "resumed_elsewhere" });
       return;
     }
+    const policy = event.code === 1008 && event.reason === "policy_violation";
+    this.lost(this.restarting ? 0 : null, policy);
+  }
+
+  /** The socket is gone (not by a bye): reconnect after `delay` ms, or by the back-off. */
+  lost(delay = null, policy = false) {
+    this.stopTimers();
     this.restarting = false;
     if (!this.lostAt) this.lostAt = Date.now();
     this.setState("reconnecting");
     // Back off 0.5 s, 1 s, 2 s ... capped at 5 s; past the window resume fails and we rejoin.
-    const delay = Math.min(5000, 500 * 2 ** this.attempt);
+    const wait = delay ?? (policy ? BACKOFF_POLICY_MS : Math.min(BACKOFF_MAX_MS, 500 * 2 ** this.attempt));
     this.attempt += 1;
-    setTimeout(() => this.open(), delay);
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.open(), wait);
+  }
+
+  ping() {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    this.ws.send(JSON.stringify({ type: "ping" }));
+    if (!this.pongTimer) this.pongTimer = setTimeout(() => this.drop("heartbeat_timeout"), this.pongTimeoutMs);
   }
 
   startHeartbeat() {
-    this.stopHeartbeat();
-    this.pingTimer = setInterval(() => {
-      if (!this.send({ type: "ping" })) return;
-      clearTimeout(this.pongTimer);
-      this.pongTimer = setTimeout(() => this.drop(), PONG_TIMEOUT_MS);
-    }, PING_EVERY_MS);
-  }
-
-  stopHeartbeat() {
     clearInterval(this.pingTimer);
     clearTimeout(this.pongTimer);
+    this.pongTimer = null;
+    this.pingTimer = setInterval(() => this.ping(), this.pingEveryMs);
+  }
+
+  stopTimers() {
+    clearInterval(this.pingTimer);
+    clearTimeout(this.pongTimer);
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.retryTimer);
+    this.pingTimer = this.pongTimer = this.connectTimer = this.retryTimer = null;
   }
 }
 

@@ -13,6 +13,8 @@ import { LocationPanel } from "./staff-location.js";
 import { QualityPanel } from "./staff-quality.js";
 import { MicrophoneControl, RemoteMedia, openMicrophone } from "./staff-media.js";
 import { HandlerActions } from "./staff-actions.js";
+import { CallerArrival } from "./staff-arrival.js";
+import { CallerPanel, StillsView } from "./staff-caller.js";
 
 const TALKING_ROLES = new Set(["handler", "specialist"]);
 const NOTICE_MS = 6000;
@@ -51,6 +53,14 @@ export class CallView {
     const ownPid = () => (this.signal ? this.signal.pid : null);
     this.chat = new MessageLog(byTestId(root, "chat-log"), "chat-message", ownPid);
     this.advice = new MessageLog(byTestId(root, "advice-log"), "advice-message", ownPid);
+    this.callerPanel = new CallerPanel(this);
+    this.stills = new StillsView(root, this.sessionId);
+    // Only the handler's view of what arrives goes to the server (the sessions list, the
+    // record); a specialist or observer shows their own.
+    this.arrival = new CallerArrival(root, this.role === "handler"
+      ? (state) => this.send({ type: "control", op: "caller_media", state })
+      : null);
+    this.joinedBefore = false;
 
     this.signal = new Signal({ session: this.sessionId });
     // Staff connect to everyone in the call: the caller for video, other staff for voices.
@@ -76,7 +86,8 @@ export class CallView {
     });
     s.addEventListener("welcome", (e) => this.onWelcome(e.detail));
     s.addEventListener("peer", (e) => this.onPeer(e.detail));
-    s.addEventListener("status", (e) => this.status.update(e.detail));
+    s.addEventListener("status", (e) => this.onStatus(e.detail));
+    s.addEventListener("still", (e) => this.stills.add(e.detail));
     s.addEventListener("chat", (e) => {
       this.chat.add(e.detail);
       if (e.detail.role === "victim") this.flagTitle();
@@ -137,8 +148,16 @@ export class CallView {
   onWelcome(welcome) {
     if (welcome.fresh) this.people.clear();
     for (const peer of welcome.peers) this.people.set(peer.pid, peer);
-    if (welcome.status) this.status.update(welcome.status);
+    if (welcome.status) this.onStatus(welcome.status);
+    this.arrival.forget(); // a new socket: tell the server again what arrives
     this.renderPeople();
+  }
+
+  onStatus(status) {
+    this.status.update(status);
+    this.callerPanel.update(status);
+    const timeline = status.session && status.session.timeline;
+    if (timeline && timeline.joined) this.joinedBefore = true;
   }
 
   onPeer(message) {
@@ -187,9 +206,26 @@ export class CallView {
   tick() {
     const victim = this.victim();
     const link = victim ? this.mesh.peers.get(victim.pid) : null;
-    this.quality.sample(link || null);
+    this.quality.sample(link || null).then((quality) => this.arrived(victim, quality));
     this.location.tick();
     this.status.renderSpecialist();
+  }
+
+  /** What arrives from the caller, said as it is (staff-arrival.js). */
+  arrived(victim, quality) {
+    if (this.finished || quality === undefined) return;
+    if (victim) this.joinedBefore = true;
+    const rung = this.callerPanel.rung;
+    this.arrival.update({
+      presence: victim ? victim.state || "present" : "absent",
+      joinedBefore: this.joinedBefore,
+      pid: victim ? victim.pid : null,
+      quality,
+      rung,
+      expectAudio: this.callerPanel.expectAudio,
+    });
+    this.stills.visible(rung === "stills");
+    this.root.dataset.callerMedia = this.arrival.state || "";
   }
 
   // -- messages for the staff member --------------------------------------------------------
@@ -250,6 +286,7 @@ export class CallView {
     if (this.media) this.media.stop();
     if (this.quality) this.quality.clear();
     if (this.actions) this.actions.stop();
+    if (this.stills) this.stills.stop();
     setState(byTestId(this.root, "connection-state"), "ended", t("staff.connection.ended"));
     if (reason === "signed_out") {
       location.assign("/login");

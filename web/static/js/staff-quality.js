@@ -9,19 +9,24 @@ export class QualityPanel {
     this.loss = byTestId(root, "quality-loss");
     this.bitrate = byTestId(root, "quality-bitrate");
     this.resolution = byTestId(root, "quality-resolution");
+    this.path = byTestId(root, "quality-path");
     this.previous = null;
+    this.latest = null;
     this.busy = false;
   }
 
+  /** Sample `link` (the caller's) and show it; returns the sample, null without a link, or
+   *  undefined if the previous sample is still being taken (nothing new to judge). */
   async sample(link) {
     if (!link) {
       this.clear();
-      return;
+      return null;
     }
-    if (this.busy) return; // getStats can be slow on a struggling machine; never pile up
+    if (this.busy) return undefined; // getStats can be slow on a struggling machine: skip
     this.busy = true;
     try {
       const q = await link.quality();
+      this.latest = q;
       const before = this.previous && this.previous.pid === link.pid ? this.previous.q : null;
       this.previous = { pid: link.pid, q };
       set(this.rtt, q.rtt === null ? null : Math.round(q.rtt * 1000), (v) => `${v} ms`);
@@ -36,8 +41,16 @@ export class QualityPanel {
         set(this.bitrate, kbps, (v) => `${v} kbit/s`);
       }
       set(this.resolution, q.width && q.height ? `${q.width}x${q.height}` : null, (v) => v);
+      set(this.path, q.path && q.path.local ? pathText(q.path) : null, (v) => v);
+      if (this.path && q.path) {
+        this.path.dataset.local = q.path.local || "";
+        this.path.dataset.remote = q.path.remote || "";
+        this.path.dataset.relayProtocol = q.path.relayProtocol || "";
+      }
+      return q;
     } catch {
       // The connection closed between samples; the next tick sees the new state.
+      return null;
     } finally {
       this.busy = false;
     }
@@ -45,8 +58,17 @@ export class QualityPanel {
 
   clear() {
     this.previous = null;
-    for (const node of [this.rtt, this.loss, this.bitrate, this.resolution]) set(node, null);
+    this.latest = null;
+    for (const node of [this.rtt, this.loss, this.bitrate, this.resolution, this.path]) set(node, null);
   }
+}
+
+/** "direct (host)", "through the TURN relay over TCP": which path the media takes. */
+function pathText({ local, remote, relayProtocol }) {
+  if (local === "relay" || remote === "relay") {
+    return relayProtocol && local === "relay" ? `TURN relay (${relayProtocol.toUpperCase()})` : "TURN relay";
+  }
+  return `direct (${local} to ${remote})`;
 }
 
 function set(node, value, format) {

@@ -17,6 +17,7 @@ export class SessionList {
 
   start() {
     this.renderAges();
+    this.refresh(); // the caller's state is only known live
     this.timer = setInterval(() => this.refresh(), REFRESH_MS);
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden) this.refresh();
@@ -35,8 +36,12 @@ export class SessionList {
     const fresh = [];
     for (const session of body.sessions) {
       const row = rows.get(session.id);
-      if (row) updateBadge(row, session.state);
-      else fresh.push(newRow(session));
+      if (row) {
+        updateBadge(row, session.state);
+        updateCaller(row, session.caller);
+      } else {
+        fresh.push(newRow(session));
+      }
     }
     if (fresh.length) {
       const empty = this.body.querySelector("tr.empty");
@@ -63,15 +68,28 @@ function updateBadge(row, state) {
   badge.classList.toggle("live", state !== "ended");
 }
 
+/** What the control room should know of the caller now: video flowing, frozen, left... */
+function updateCaller(row, caller) {
+  const badge = row.querySelector('[data-testid="caller-state"]');
+  if (!badge || !caller) return;
+  const text = t(`staff.caller.${caller.state}`, { seconds: Math.round(caller.seconds || 0) });
+  badge.dataset.state = caller.state;
+  if (caller.rung) badge.dataset.rung = caller.rung;
+  if (badge.textContent !== text) badge.textContent = text;
+}
+
 function newRow(session) {
   const created = session.timeline.created || Date.now() / 1000;
-  return el("tr", { "data-testid": "session-row", dataset: { session: session.id } },
+  const row = el("tr", { "data-testid": "session-row", dataset: { session: session.id } },
     el("td", {}, el("a", { href: `/console/sessions/${encodeURIComponent(session.id)}` }, session.incident_ref)),
     el("td", {}, session.phone),
     el("td", {}, el("span", {
       class: `badge${session.state !== "ended" ? " live" : ""}`, "data-testid": "session-state",
       dataset: { state: session.state },
     }, t(`staff.session.${session.state}`))),
+    el("td", {}, el("span", { class: "badge", "data-testid": "caller-state", role: "status", dataset: { state: "unknown" } }, "–")),
     el("td", {}, el("time", { dataset: { ts: String(created) } }, "")),
   );
+  updateCaller(row, session.caller);
+  return row;
 }

@@ -9,10 +9,13 @@ export class LocationShare {
   /**
    * @param {(message: object) => boolean} send sends a frame; false if the socket is down
    * @param {(problem: "blocked") => void} onProblem the phone refused to share
+   * @param {() => void} onState `state` changed (ok, off, denied, unavailable)
    */
-  constructor(send, onProblem) {
+  constructor(send, onProblem, onState = () => {}) {
     this.send = send;
     this.onProblem = onProblem;
+    this.onState = onState;
+    this.state = "off";
     this.watch = null;
     this.latest = null; // newest fix {lat, lon, accuracy}
     this.sent = null; // last fix that went out
@@ -24,9 +27,16 @@ export class LocationShare {
     return this.watch !== null;
   }
 
+  setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.onState();
+  }
+
   start() {
     if (this.active) return;
     if (!("geolocation" in navigator)) {
+      this.setState("unavailable");
       this.onProblem("blocked");
       return;
     }
@@ -35,8 +45,10 @@ export class LocationShare {
       (error) => {
         // Timeouts and lost fixes come and go; a refusal is final until the caller asks again.
         if (error.code === error.PERMISSION_DENIED) {
-          this.stop();
+          this.stop("denied");
           this.onProblem("blocked");
+        } else if (error.code === error.POSITION_UNAVAILABLE) {
+          this.setState("unavailable");
         }
       },
       { enableHighAccuracy: true, maximumAge: 0, timeout: 30000 },
@@ -47,6 +59,7 @@ export class LocationShare {
     const fix = { lat: coords.latitude, lon: coords.longitude, accuracy: Math.min(coords.accuracy, MAX_ACCURACY) };
     if (![fix.lat, fix.lon, fix.accuracy].every(Number.isFinite)) return;
     this.latest = fix;
+    this.setState("ok");
     const moved = this.sent ? metres(this.sent, fix) > MOVED_METRES : true;
     const wait = this.sentAt + MIN_INTERVAL_MS - Date.now();
     if (moved || wait <= 0) {
@@ -69,11 +82,12 @@ export class LocationShare {
     }
   }
 
-  stop() {
+  stop(state = "off") {
     if (this.watch !== null) navigator.geolocation.clearWatch(this.watch);
     this.watch = null;
     clearTimeout(this.timer);
     this.timer = null;
+    this.setState(state);
   }
 }
 

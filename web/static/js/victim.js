@@ -5,15 +5,18 @@
 import { onQuickExit } from "./quickexit.js";
 import { setLanguage, t, translate } from "./i18n.js";
 import { Signal } from "./signal.js";
-import { Mesh } from "./mesh.js";
+import { Mesh, WEBRTC } from "./mesh.js";
 import { LocalMedia } from "./victim-media.js";
 import { ChatView } from "./victim-chat.js";
 import { LocationShare } from "./victim-location.js";
 import { PhotoUpload } from "./victim-upload.js";
+import { Ladder } from "./victim-ladder.js";
+import { StillSender } from "./victim-stills.js";
 
 const STORE = "erv.caller"; // sessionStorage: gone with the tab; never localStorage or cookies
 const KINDS = ["camera", "microphone", "location"];
 const REDEEM_TIMEOUT_MS = 30000;
+const STILLS_EVERY_S = 3; // until the welcome says the server's pace
 const body = document.body;
 const el = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 
@@ -107,10 +110,16 @@ const call = {
   soundOn: false, // incoming sound stays off until the caller turns it on: discretion first
   audio: new Map(), // pid -> <audio>
   wakeLock: null,
+  // Still on the 999 phone call (the default): the page sends video and location, asks for
+  // no microphone and plays no sound, so nothing echoes or fights the phone for the audio.
+  phoneLine: body.dataset.phoneLine !== "0",
+  ladder: null,
+  consent: {},
 };
 
 // Quick exit, from any state: stop the camera and microphone, leave the call for good.
 onQuickExit(() => {
+  if (call.ladder) call.ladder.stop();
   if (call.location) call.location.stop();
   if (call.media) call.media.stop();
   if (call.signal) call.signal.close();
@@ -128,6 +137,11 @@ function note(key) {
   const node = el("call-note");
   say(node, key);
   node.hidden = false;
+}
+
+function clearNote(key) {
+  const node = el("call-note");
+  if (node.dataset.i18n === key) node.hidden = true;
 }
 
 /** Redeem the link: POST with JSON, no cookies, nothing cached. */
@@ -170,8 +184,12 @@ function enterCall(credential, consent, media = new LocalMedia(), mediaReady = n
   call.signal = signal;
   call.mesh = mesh;
   call.media = media;
+  call.consent = consent;
   call.chat = new ChatView(el("chat-log"), (frame) => signal.send(frame), tr);
   call.upload = call.upload || new PhotoUpload(el("upload-photo"), el("upload-status"), () => credential.credential, say);
+  const stills = new StillSender(() => (call.media ? call.media.video : null), () => credential.credential, STILLS_EVERY_S * 1000);
+  call.ladder = new Ladder({ signal, mesh, media: () => call.media, stills });
+  call.ladder.addEventListener("rung", (e) => rungChanged(e.detail));
 
   signal.addEventListener("state", (e) => {
     setState(e.detail.state);
@@ -181,9 +199,15 @@ function enterCall(credential, consent, media = new LocalMedia(), mediaReady = n
     // What the caller agreed to share goes on the case record (once per fresh join).
     if (e.detail.fresh) signal.send({ type: "control", op: "consent", camera: Boolean(consent.camera), microphone: Boolean(consent.microphone), location: Boolean(consent.location) });
     call.joined = true;
+    if (e.detail.call) {
+      if (e.detail.call.stills_every) stills.everyMs = e.detail.call.stills_every * 1000;
+      setPhoneLine(e.detail.call.phone_line !== false);
+    }
+    reportCapture(true);
     call.chat.flush();
     if (call.location) call.location.flush();
   });
+  signal.addEventListener("call_mode", (e) => setPhoneLine(e.detail.phone_line !== false));
   signal.addEventListener("chat", (e) => call.chat.add(e.detail, signal.pid));
   signal.addEventListener("error", (e) => {
     const { code } = e.detail;
@@ -196,16 +220,81 @@ function enterCall(credential, consent, media = new LocalMedia(), mediaReady = n
     if (e.detail.track.kind === "audio") playAudio(e.detail.pid, e.detail.stream);
   });
   mesh.addEventListener("peer-gone", (e) => dropAudio(e.detail.pid));
+  media.addEventListener("change", () => {
+    if (!call.ended) mediaChanged();
+  });
   signal.start();
 
   if (consent.location) startLocation();
   updateControls();
-  (mediaReady || media.start({ audio: consent.microphone, video: consent.camera })).then(({ blocked }) => {
+  (mediaReady || media.start({ audio: consent.microphone && !call.phoneLine, video: consent.camera })).then(({ blocked }) => {
     if (call.ended) return;
     if (blocked) note("victim.note.media_blocked");
     mediaChanged();
+    call.ladder.start();
   });
+  if (!WEBRTC) note("victim.note.no_webrtc");
   keepAwake();
+}
+
+/** Phone line (video and location only) or full sound, as the handler set it. */
+function setPhoneLine(phoneLine) {
+  const was = call.phoneLine;
+  call.phoneLine = phoneLine;
+  body.dataset.phoneLine = phoneLine ? "1" : "0";
+  const prompt = el("talk-prompt");
+  if (phoneLine) {
+    prompt.hidden = true;
+    if (call.media && (call.media.audio || call.media.states.microphone !== "not_asked")) call.media.releaseMic();
+    call.soundOn = false;
+    for (const audio of call.audio.values()) audio.muted = true;
+  } else if (was) {
+    // The handler would like to talk on the page: the caller chooses, with a tap (which also
+    // lets the phone play sound).
+    prompt.hidden = false;
+  }
+  updateControls();
+  reportCapture();
+}
+
+/** The caller took up the handler's offer to talk on the page. */
+async function talkOnPage() {
+  el("talk-prompt").hidden = true;
+  call.soundOn = true;
+  for (const audio of call.audio.values()) {
+    audio.muted = false;
+    audio.play().catch(() => {});
+  }
+  if (call.media) {
+    try {
+      await call.media.setMic(true);
+    } catch {
+      note("victim.note.media_blocked");
+    }
+  }
+  mediaChanged();
+}
+
+/** What works on this phone, for the handler: camera, microphone, location. */
+let lastCapture = "";
+function reportCapture(force = false) {
+  if (!call.signal || !call.joined) return;
+  const media = call.media;
+  const states = {
+    camera: media ? media.states.camera : "off",
+    microphone: call.phoneLine && !(media && media.audio) ? "not_asked" : (media ? media.states.microphone : "off"),
+    location: call.location ? call.location.state : "off",
+  };
+  const text = JSON.stringify(states);
+  if (!force && text === lastCapture) return;
+  if (call.signal.send({ type: "control", op: "capture", ...states })) lastCapture = text;
+}
+
+/** Tell the caller, calmly, what the ladder's rung means for them. */
+function rungChanged({ rung, reason }) {
+  for (const key of ["victim.note.stills", "victim.note.no_webrtc", "victim.note.reduced"]) clearNote(key);
+  if (rung === "stills") note(reason === "no_webrtc" ? "victim.note.no_webrtc" : "victim.note.stills");
+  else if (rung === "reduced") note("victim.note.reduced");
 }
 
 /** The call is over (ended by staff, replaced, refused, or left): calm words, nothing running. */
@@ -213,6 +302,7 @@ function finish(reason) {
   if (call.ended) return;
   call.ended = true;
   setState("ended");
+  if (call.ladder) call.ladder.stop();
   if (call.location) call.location.stop();
   if (call.media) call.media.stop();
   for (const pid of [...call.audio.keys()]) dropAudio(pid);
@@ -244,6 +334,7 @@ function mediaChanged() {
   call.mesh.setLocal(media.stream).catch(() => {});
   updateControls();
   rememberChoices();
+  reportCapture();
 }
 
 /** A reload keeps what the caller chose since joining: a camera turned off stays off. */
@@ -262,7 +353,7 @@ function playAudio(pid, stream) {
     document.getElementById("call").append(audio);
     call.audio.set(pid, audio);
   }
-  audio.muted = !call.soundOn;
+  audio.muted = !call.soundOn || call.phoneLine;
   if (audio.srcObject !== stream) audio.srcObject = stream;
   audio.play().catch(() => {});
 }
@@ -284,6 +375,7 @@ function startLocation() {
         updateControls();
         rememberChoices();
       },
+      () => reportCapture(),
     );
   }
   call.location.start();
@@ -314,6 +406,9 @@ function updateControls() {
   toggle("camera-off", media && media.cameraOn, "victim.controls.camera_on", "victim.controls.camera_off");
   toggle("location-toggle", call.location && call.location.active, "victim.controls.location_on", "victim.controls.location_off");
   el("camera-switch").disabled = !(media && media.cameraOn);
+  // On the phone line the sound is the phone call's: no page sound, no page microphone.
+  el("sound-toggle").hidden = call.phoneLine;
+  el("mic-off").hidden = call.phoneLine;
 }
 
 /** Run a media change with its button held down, so a second tap cannot race the first. */
@@ -339,7 +434,12 @@ function setDark(dark) {
 }
 
 function wireControls() {
+  el("talk-on-page").addEventListener("click", () => talkOnPage());
+  el("talk-not-now").addEventListener("click", () => {
+    el("talk-prompt").hidden = true;
+  });
   el("sound-toggle").addEventListener("click", () => {
+    if (call.phoneLine) return;
     call.soundOn = !call.soundOn;
     for (const audio of call.audio.values()) {
       audio.muted = !call.soundOn;
@@ -356,6 +456,7 @@ function wireControls() {
     else startLocation();
     updateControls();
     rememberChoices();
+    reportCapture();
   });
   el("screen-dark").addEventListener("click", () => setDark(true));
   el("dark-overlay").addEventListener("click", () => {
@@ -384,15 +485,36 @@ function wireJoinForm() {
   const button = el("join");
   const error = el("join-error");
   let joining = false;
+  if (!WEBRTC) {
+    // An in-app browser or an old phone: say so before the link is used up, while it can
+    // still be opened in the phone's own browser; joining here still sends pictures.
+    el("no-webrtc").hidden = false;
+    const copy = el("copy-link");
+    copy.addEventListener("click", async () => {
+      let ok = false;
+      try {
+        await navigator.clipboard.writeText(location.href);
+        ok = true;
+      } catch {
+        const field = el("link-text");
+        field.hidden = false;
+        field.value = location.href;
+        field.select();
+      }
+      say(el("copy-status"), ok ? "victim.nowebrtc.copied" : "victim.nowebrtc.copy_manual");
+      el("copy-status").hidden = false;
+    });
+  }
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     if (joining) return;
     joining = true;
     const consent = Object.fromEntries(KINDS.map((kind) => [kind, el(`consent-${kind}`).checked]));
+    if (call.phoneLine) consent.microphone = false; // the phone call has the microphone
     error.hidden = true;
     button.disabled = true;
     say(button, "victim.joining");
-    // Ask for the camera and microphone within the tap, while the link is redeemed.
+    // Ask for the camera (and microphone) within the tap, while the link is redeemed.
     const media = new LocalMedia();
     call.media = media;
     const mediaReady = media.start({ audio: consent.microphone, video: consent.camera });
