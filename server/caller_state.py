@@ -59,8 +59,10 @@ SUMMARY_STATES = (
     "no_sound", "waiting", "flowing", "joined",
 )
 
-FACT_FIELDS = ("media", "media_since", "rung", "rung_reason", "capture_camera",
-               "capture_microphone", "capture_location")
+# What the caller's page reports; a fresh page (a reload, a new link) starts without them.
+# (The handler's `media` report is the handler's page's to change: it sees the new page.)
+CALLER_FACTS = ("rung", "rung_reason", "capture_camera", "capture_microphone",
+                "capture_location")
 
 
 def capture_facts(states: Mapping[str, str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.accounts import Staff, StaffAccountStore, StaffRole
-from server.caller_state import CAPTURE_KINDS, FACT_FIELDS, caller_summary, capture_facts
+from server.caller_state import CALLER_FACTS, CAPTURE_KINDS, caller_summary, capture_facts
 from server.case_notes import CaseNotes, forms_for
 from server.config import Config
 from server.contacts import ContactHistory, PhoneLinkKey, summarise_history
@@ -213,8 +213,9 @@ class ControlRoom:
 
     async def victim_joined(self, session_id: str) -> None:
         await self.sessions.reach(session_id, SessionState.JOINED)
-        # A fresh page: what the last one reported no longer holds; the new one reports anew.
-        await self.sessions.update_facts(session_id, dict.fromkeys(FACT_FIELDS))
+        # A fresh page: what the last one reported no longer holds; the new one reports anew
+        # (its first frames are read only after this: the hook runs on its own socket's task).
+        await self.sessions.update_facts(session_id, dict.fromkeys(CALLER_FACTS))
         await self.note(session_id, "participant_joined", role="victim")
         await self.push_status(session_id)
 
