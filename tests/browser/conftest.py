@@ -10,6 +10,7 @@ import pytest
 from playwright.async_api import Browser, Playwright, async_playwright
 
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.live import LiveServer, start_server
 
 
 @pytest.fixture
@@ -29,3 +30,15 @@ async def browser(playwright: Playwright) -> AsyncIterator[Browser]:
         yield browser
     finally:
         await browser.close()
+
+
+@pytest.fixture
+async def fast_live(tmp_path: Path) -> AsyncIterator[LiveServer]:
+    """The embedded server with a 2 s heartbeat, so pages ping every 2 s and give a socket up
+    after 1.5 s without an answer: for tests of what the pages do when sockets die. These
+    tests are about the pages, not the store, so they run once (on the embedded store)."""
+    server = await start_server(tmp_path, heartbeat=2)
+    try:
+        yield server
+    finally:
+        await server.stop()

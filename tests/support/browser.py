@@ -9,6 +9,8 @@ from pathlib import Path
 
 from playwright.async_api import Browser, BrowserContext, Page
 
+from tests.support.live import PASSWORD, LiveServer
+
 CHROMIUM = os.environ.get("ERV_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = [
@@ -178,3 +180,60 @@ def collect_errors(page: Page, problems: list[str]) -> None:
     """Gather the page's uncaught errors and console errors into `problems`."""
     page.on("pageerror", lambda exc: problems.append(str(exc)))
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+
+
+async def start_call(live: LiveServer, browser: Browser, *, phone_line: bool = False,
+                     caller_script: str | None = None, join: bool = True,
+                     **consent: bool) -> tuple[Page, Page]:
+    """A handler's call view and a caller's phone page, joined (unless `join` is False) and
+    connected. `caller_script` runs in the caller's page before its own scripts (to make
+    getUserMedia fail, say)."""
+    await live.add_staff("hannah", "handler")
+    handler = await sign_in(await new_context(browser, live.url), "hannah", PASSWORD)
+    await create_session(handler, "CAD-77", "07911 123456", phone_line=phone_line)
+    caller_context = await new_context(browser, live.url, phone=True)
+    if caller_script:
+        await caller_context.add_init_script(caller_script)
+    caller = await caller_context.new_page()
+    link = await link_from_outbox(handler)
+    if join:
+        await join_as_caller(caller, link, **consent)
+    else:
+        await caller.goto(link)
+    return handler, caller
+
+
+async def caller_media(page: Page, state: str, timeout: float = 30_000) -> None:
+    """Wait until the call view says this about what arrives from the caller."""
+    await page.wait_for_selector(f"[data-testid=caller-media][data-state={state}]",
+                                 timeout=timeout)
+
+
+# Run in the caller's page: stop sending one kind (the phone's camera freezing, the sound
+# going), and start again; the test reaches the peer connections through INSTRUMENT.
+PAUSE_SENDING = """
+async (kind) => {
+  window.__paused = window.__paused || {};
+  for (const pc of window.__pcs) {
+    for (const sender of pc.getSenders()) {
+      if (sender.track && sender.track.kind === kind) {
+        window.__paused[kind] = sender.track;
+        await sender.replaceTrack(null);
+      }
+    }
+  }
+}
+"""
+RESUME_SENDING = """
+async (kind) => {
+  for (const pc of window.__pcs) {
+    for (const sender of pc.getSenders()) {
+      const mine = pc.getTransceivers().some((t) => t.sender === sender
+                                                    && t.receiver.track.kind === kind);
+      if (!sender.track && window.__paused && window.__paused[kind] && mine) {
+        await sender.replaceTrack(window.__paused[kind]);
+      }
+    }
+  }
+}
+"""

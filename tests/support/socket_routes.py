@@ -1,0 +1,66 @@
+"""A page's signalling sockets through a route the test controls (Playwright's WebSocket
+routing): passed through to the server, with a hand on the valve."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from playwright.async_api import Page, WebSocketRoute
+
+
+@dataclass
+class SocketRoutes:
+    """Every socket the page opens, passed through to the server, with the test's hand on
+    the valve: pongs can be held back, a socket can be closed as a proxy would."""
+
+    hold_pongs: float = 0.0
+    refuse: bool = False  # new sockets are closed at once, as a dead network would
+    sockets: list[WebSocketRoute] = field(default_factory=list)
+    servers: list[WebSocketRoute] = field(default_factory=list)
+    hellos: list[dict[str, Any]] = field(default_factory=list)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def attach(self, page: Page) -> None:
+        await page.route_web_socket("**/ws", self.handle)
+
+    def handle(self, route: WebSocketRoute) -> None:
+        if self.refuse:
+            task = asyncio.get_running_loop().create_task(route.close(code=1011))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
+        server = route.connect_to_server()
+        self.sockets.append(route)
+        self.servers.append(server)
+
+        def to_server(message: str | bytes) -> None:
+            if isinstance(message, str) and '"hello"' in message:
+                self.hellos.append(json.loads(message))
+            server.send(message)
+
+        def to_page(message: str | bytes) -> None:
+            if self.hold_pongs and message == '{"type":"pong"}':
+                task = asyncio.get_running_loop().create_task(self.later(route, message))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            else:
+                route.send(message)
+
+        route.on_message(to_server)
+        server.on_message(to_page)
+
+    async def later(self, route: WebSocketRoute, message: str) -> None:
+        await asyncio.sleep(self.hold_pongs)
+        try:
+            route.send(message)
+        except Exception:
+            pass  # the page already gave that socket up
+
+    async def cut(self, code: int = 1011, reason: str = "") -> None:
+        """Close the newest socket on both sides, as a network or a proxy would: the page
+        sees `code`, the server sees its client go."""
+        await self.servers[-1].close(code=1000)  # a page-side socket may close only so
+        await self.sockets[-1].close(code=code, reason=reason)
