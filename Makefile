@@ -21,20 +21,31 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The browser tests need Debian's Chromium (Playwright cannot download browsers here); the
-# Redis tests start their own redis-server on a free port.
+# What the tests need from Debian: Chromium (Playwright cannot download browsers here),
+# Firefox ESR and WebKitGTK's driver with Xvfb (the other browsers), redis-server (the Redis
+# tests start their own on a free port), and for the field lab (tests/field, run as root)
+# iproute2, iptables and coturn.
+SYSTEM_PACKAGES := chromium fonts-dejavu-core redis-server firefox-esr webkit2gtk-driver xvfb \
+	iproute2 iptables coturn
+
 system-deps:
-	@if [ ! -x "$(CHROMIUM)" ] || ! command -v redis-server >/dev/null; then \
+	@missing=""; for package in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "install ok installed" \
+			|| missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-				--no-install-recommends chromium fonts-dejavu-core redis-server; \
+				--no-install-recommends $$missing; \
 		else \
-			echo "Missing: run 'sudo apt-get install chromium redis-server'" >&2; exit 1; \
+			echo "Missing:$$missing (run 'sudo apt-get install$$missing')" >&2; exit 1; \
 		fi; \
 	fi
 
+PYTEST_ARGS ?=
+
 test: $(STAMP) system-deps lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

@@ -133,7 +133,7 @@ class ControlRoomHooks:
 
     async def said(self, participant: Participant, message: dict[str, Any]) -> None:
         """Chat, advice and location go into the encrypted record, never into the logs."""
-        body = {k: v for k, v in message.items() if k not in ("type", "from", "name")}
+        body = {k: v for k, v in message.items() if k not in ("type", "from", "name", "cid")}
         body["staff"] = participant.admission.staff_id
         await self.room.note(participant.session, message["type"], **body)
 

@@ -273,6 +273,8 @@ class _SocketSession:
             }
             chat.update({"text": message.text} if message.text is not None
                         else {"canned": message.canned})
+            if message.cid is not None:
+                chat["cid"] = message.cid
             await self.hub.broadcast(participant.session, chat)
             await self.hub.remember(participant.session, chat)
             await self.hooks.said(participant, chat)
@@ -285,6 +287,8 @@ class _SocketSession:
                 "role": participant.role.value, "name": participant.admission.display_name,
                 "text": message.text, "ts": time.time(),
             }
+            if message.cid is not None:
+                advice["cid"] = message.cid
             await self.hub.broadcast(participant.session, advice, roles=STAFF_ROLES)
             await self.hub.remember(participant.session, advice)
             await self.hooks.said(participant, advice)

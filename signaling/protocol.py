@@ -23,6 +23,7 @@ MAX_ADVICE_CHARS = 4000
 MAX_SDP_CHARS = 60 * 1024
 MAX_CANDIDATE_CHARS = 1024
 MAX_ID_CHARS = 64
+MAX_CID_CHARS = 32
 
 
 class Role(StrEnum):
@@ -106,11 +107,13 @@ class Signal:
 class Chat:
     text: str | None
     canned: str | None
+    cid: str | None = None  # the sender's own id for it, echoed back (section 6.3)
 
 
 @dataclass(frozen=True, slots=True)
 class Advice:
     text: str
+    cid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,8 +279,16 @@ def _signal(obj: dict[str, Any]) -> Signal:
     return Signal(to, None, candidate)
 
 
+def _cid(obj: dict[str, Any]) -> str | None:
+    """A client's id for its own message: it knows the message arrived when it is echoed."""
+    cid = _str(obj, "cid", MAX_CID_CHARS, required=False)
+    if cid is not None and not (cid.isascii() and cid.isalnum()):
+        raise _bad("cid", "must be letters and digits")
+    return cid
+
+
 def _chat(obj: dict[str, Any]) -> Chat:
-    _only(obj, {"text", "canned"})
+    _only(obj, {"text", "canned", "cid"})
     text = _str(obj, "text", MAX_CHAT_CHARS, required=False)
     canned = _str(obj, "canned", MAX_ID_CHARS, required=False)
     if (text is None) == (canned is None):
@@ -286,16 +297,16 @@ def _chat(obj: dict[str, Any]) -> Chat:
         raise _bad("text", "is empty")
     if canned is not None and canned not in CANNED_REPLIES:
         raise _bad("canned", "is not a known quick reply")
-    return Chat(text, canned)
+    return Chat(text, canned, _cid(obj))
 
 
 def _advice(obj: dict[str, Any]) -> Advice:
-    _only(obj, {"text"})
+    _only(obj, {"text", "cid"})
     text = _str(obj, "text", MAX_ADVICE_CHARS)
     assert text is not None
     if not text.strip():
         raise _bad("text", "is empty")
-    return Advice(text)
+    return Advice(text, _cid(obj))
 
 
 def _location(obj: dict[str, Any]) -> Location:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import Playwright, async_playwright
 
+from tests.support.browser import CHROMIUM
 from tests.support.live import LiveServer, start_server
 from tests.support.redis_server import RedisServer
 
@@ -52,3 +55,12 @@ async def live(backend: dict[str, Any], tmp_path: Path) -> AsyncIterator[LiveSer
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def playwright() -> AsyncIterator[Playwright]:
+    """Playwright for Debian's Chromium (browser/ and field/ tests)."""
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: `apt-get install chromium` (CI does)")
+    async with async_playwright() as p:
+        yield p

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Playwright, async_playwright
+from playwright.async_api import Browser, Playwright
 
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.live import LiveServer, start_server
-
-
-@pytest.fixture
-async def playwright() -> AsyncIterator[Playwright]:
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: `apt-get install chromium` (CI does)")
-    async with async_playwright() as p:
-        yield p
 
 
 @pytest.fixture

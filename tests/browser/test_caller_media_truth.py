@@ -21,7 +21,7 @@ from tests.support.browser import (
     start_call,
 )
 from tests.support.live import LiveServer
-from tests.support.socket_routes import SocketRoutes
+from tests.support.socket_routes import routed_call
 
 
 async def listed_as(page: Page, state: str, timeout: float = 30_000) -> None:
@@ -70,11 +70,7 @@ async def test_sound_that_stops_arriving_is_no_sound(fast_live: LiveServer, brow
 
 async def test_away_then_gone_are_reconnecting_then_left(fast_live: LiveServer,
                                                         browser: Any) -> None:
-    handler, caller = await start_call(fast_live, browser, join=False)
-    routes = SocketRoutes()
-    await routes.attach(caller)
-    await caller.reload()
-    await caller.get_by_test_id("join").click()
+    handler, caller, routes = await routed_call(fast_live, browser)
     await caller_media(handler, "flowing")
     sessions = await handler.context.new_page()
     await sessions.goto("/console")

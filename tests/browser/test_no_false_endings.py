@@ -23,7 +23,7 @@ from tests.support.browser import (
     start_call,
 )
 from tests.support.live import LiveServer
-from tests.support.socket_routes import SocketRoutes
+from tests.support.socket_routes import routed_call
 
 
 async def held_credential(page: Page) -> str | None:
@@ -44,12 +44,7 @@ async def still_in_the_call(handler: Page, caller: Page, words: str) -> None:
 
 async def test_a_pong_held_past_the_timeout_resumes_the_call(fast_live: LiveServer,
                                                            browser: Any) -> None:
-    handler, caller = await start_call(fast_live, browser, join=False)
-    routes = SocketRoutes()
-    await routes.attach(caller)
-    await caller.reload()
-    await caller.get_by_test_id("join").click()
-    await expect_state(caller, "connected")
+    handler, caller, routes = await routed_call(fast_live, browser)
     await caller_media(handler, "flowing")
     credential = await held_credential(caller)
     assert credential
@@ -58,10 +53,10 @@ async def test_a_pong_held_past_the_timeout_resumes_the_call(fast_live: LiveServ
     # The page gives its socket up itself (close 4001), is answered 1000, and must resume.
     routes.hold_pongs = 2.5
     for _ in range(100):
-        if len(routes.sockets) >= 2:
+        if len(routes.hellos) >= 2:
             break
         await caller.wait_for_timeout(100)
-    assert len(routes.sockets) >= 2, "the page never gave up its silent socket"
+    assert len(routes.hellos) >= 2, "the page never gave up its silent socket"
     routes.hold_pongs = 0.0
     # Every later socket resumed the same place (pid and secret), none joined afresh.
     later = routes.hellos[1:]
@@ -74,12 +69,7 @@ async def test_a_pong_held_past_the_timeout_resumes_the_call(fast_live: LiveServ
 async def test_a_close_without_bye_is_not_the_end(fast_live: LiveServer, browser: Any) -> None:
     """1000 with no `bye` (a proxy, a load balancer, the server's answer to our own close),
     1008 hello_timeout, 1011 and 4001: each time the page comes back into the same call."""
-    handler, caller = await start_call(fast_live, browser, join=False)
-    routes = SocketRoutes()
-    await routes.attach(caller)
-    await caller.reload()
-    await caller.get_by_test_id("join").click()
-    await expect_state(caller, "connected")
+    handler, caller, routes = await routed_call(fast_live, browser)
     credential = await held_credential(caller)
     for code, reason in ((1000, "closed"), (1008, "hello_timeout"), (1011, ""), (4001, "")):
         before = len(routes.sockets)
@@ -103,3 +93,27 @@ async def test_only_a_bye_ends_the_callers_page(fast_live: LiveServer, browser: 
     await caller.get_by_test_id("ended").wait_for(state="visible")
     await expect_state(caller, "ended")
     assert await held_credential(caller) is None  # nothing left on the phone
+
+
+async def test_a_chat_swallowed_by_a_dying_socket_is_sent_again(fast_live: LiveServer,
+                                                               browser: Any) -> None:
+    """Sent into a socket that has died but is not yet known to be dead, a message is gone;
+    the page keeps it until its echo, and sends it again once it has resumed."""
+    handler, caller, routes = await routed_call(fast_live, browser)
+    routes.swallow = True  # the link died a moment ago; nobody knows yet
+    await caller.get_by_test_id("canned-they_are_here").click()
+    await caller.get_by_test_id("chat-input").fill("he has a knife")
+    await caller.get_by_test_id("chat-send").click()
+    before = len(routes.sockets)
+    for _ in range(100):  # the page's heartbeat finds out, and it reconnects
+        if len(routes.sockets) > before:
+            break
+        await caller.wait_for_timeout(100)
+    routes.swallow = False
+    log = handler.get_by_test_id("chat-log")
+    await log.get_by_text("he has a knife").wait_for(timeout=20_000)
+    await log.locator("[data-canned=they_are_here]").wait_for()
+    await caller.wait_for_timeout(2000)  # nothing more arrives: each was sent again once
+    assert await log.get_by_text("he has a knife").count() == 1
+    assert await log.locator("[data-canned=they_are_here]").count() == 1
+    assert await caller.get_by_test_id("chat-log").get_by_text("he has a knife").count() == 1

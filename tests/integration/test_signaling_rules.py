@@ -6,6 +6,7 @@ from __future__ import annotations
 from server.accounts import StaffRole
 from signaling.protocol import CANNED_REPLIES
 from tests.support.calls import (
+    barrier,
     bring_specialist,
     chat_round_trip,
     expect_error,
@@ -291,3 +292,26 @@ async def test_a_handler_of_another_session_cannot_join_it(live: LiveServer) -> 
     await socket.send({"type": "hello", "v": 1, "session": call.session_id})
     await expect_error(socket, "not_found")
     await chat_round_trip(call.caller, call.handler, "nobody else here")
+
+
+async def test_a_chats_cid_comes_back_with_its_echo_and_stays_off_the_record(
+    live: LiveServer,
+) -> None:
+    """The sender's own id for a message is how it knows the message arrived (and what to
+    send again after a socket died under it); it is not part of what was said."""
+    from server import keys
+
+    call = await open_call(live, "hannah")
+    await call.caller.send({"type": "chat", "text": "in the bathroom", "cid": "c41c1af9"})
+    echo = await call.caller.expect("chat", text="in the bathroom")
+    assert echo["cid"] == "c41c1af9" and echo["id"] != "c41c1af9"
+    assert (await call.handler.expect("chat", text="in the bathroom"))["cid"] == "c41c1af9"
+    await call.handler.send({"type": "advice", "text": "ask about weapons", "cid": "a1"})
+    assert (await call.handler.expect("advice"))["cid"] == "a1"
+    await call.caller.send({"type": "chat", "text": "x", "cid": "not ok!"})
+    await expect_error(call.caller, "bad_field")
+    await barrier(call.handler)  # its frames are handled in turn: the advice is recorded
+    bodies = [e.body for e in await live.app[keys.RECORD].read(call.session_id)
+              if e.header.kind in ("chat", "advice")]
+    assert [b["text"] for b in bodies] == ["in the bathroom", "ask about weapons"]
+    assert all("cid" not in b for b in bodies)

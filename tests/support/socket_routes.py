@@ -8,7 +8,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from playwright.async_api import Page, WebSocketRoute
+from playwright.async_api import Browser, Page, WebSocketRoute
+
+from tests.support.browser import expect_state, start_call
+from tests.support.live import LiveServer
 
 
 @dataclass
@@ -18,6 +21,7 @@ class SocketRoutes:
 
     hold_pongs: float = 0.0
     refuse: bool = False  # new sockets are closed at once, as a dead network would
+    swallow: bool = False  # what the page sends is lost, as into a socket that has died
     sockets: list[WebSocketRoute] = field(default_factory=list)
     servers: list[WebSocketRoute] = field(default_factory=list)
     hellos: list[dict[str, Any]] = field(default_factory=list)
@@ -39,7 +43,8 @@ class SocketRoutes:
         def to_server(message: str | bytes) -> None:
             if isinstance(message, str) and '"hello"' in message:
                 self.hellos.append(json.loads(message))
-            server.send(message)
+            if not self.swallow:
+                server.send(message)
 
         def to_page(message: str | bytes) -> None:
             if self.hold_pongs and message == '{"type":"pong"}':
@@ -64,3 +69,16 @@ class SocketRoutes:
         sees `code`, the server sees its client go."""
         await self.servers[-1].close(code=1000)  # a page-side socket may close only so
         await self.sockets[-1].close(code=code, reason=reason)
+
+
+async def routed_call(live: LiveServer, browser: Browser,
+                      **options: Any) -> tuple[Page, Page, SocketRoutes]:
+    """A joined call (tests.support.browser.start_call) whose caller's every socket goes
+    through SocketRoutes, from the first one."""
+    handler, caller = await start_call(live, browser, join=False, **options)
+    routes = SocketRoutes()
+    await routes.attach(caller)
+    await caller.reload()
+    await caller.get_by_test_id("join").click()
+    await expect_state(caller, "connected")
+    return handler, caller, routes

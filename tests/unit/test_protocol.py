@@ -144,6 +144,12 @@ def test_chat_every_canned_reply(canned: str) -> None:
     assert parse(frame(type="chat", canned=canned)) == Chat(None, canned)
 
 
+def test_chat_and_advice_carry_the_senders_cid() -> None:
+    assert parse(frame(type="chat", text="help", cid="a1B2")) == Chat("help", None, "a1B2")
+    assert parse(frame(type="chat", canned="yes", cid="9" * 32)) == Chat(None, "yes", "9" * 32)
+    assert parse(frame(type="advice", text="ok", cid="c0ffee")) == Advice("ok", "c0ffee")
+
+
 def test_advice() -> None:
     assert parse(frame(type="advice", text="Stay on the line")) == Advice("Stay on the line")
     assert parse(frame(type="advice", text="a" * MAX_ADVICE_CHARS)) == Advice(
@@ -351,6 +357,12 @@ BAD_FIELDS: list[tuple[str, dict[str, Any], str]] = [
     ("chat-text-too-long", {"type": "chat", "text": "x" * (MAX_CHAT_CHARS + 1)}, "text"),
     ("chat-text-list", {"type": "chat", "text": ["hi"]}, "text"),
     ("chat-extra", {"type": "chat", "text": "hi", "to": "p"}, "to"),
+    ("chat-cid-long", {"type": "chat", "text": "hi", "cid": "a" * 33}, "cid"),
+    ("chat-cid-punct", {"type": "chat", "text": "hi", "cid": "a-b"}, "cid"),
+    ("chat-cid-unicode", {"type": "chat", "text": "hi", "cid": "ab\u0661"}, "cid"),
+    ("chat-cid-empty", {"type": "chat", "text": "hi", "cid": ""}, "cid"),
+    ("chat-cid-number", {"type": "chat", "text": "hi", "cid": 7}, "cid"),
+    ("advice-cid-bad", {"type": "advice", "text": "ok", "cid": "<b>"}, "cid"),
     # advice
     ("advice-no-text", {"type": "advice"}, "text"),
     ("advice-blank", {"type": "advice", "text": "   "}, "text"),

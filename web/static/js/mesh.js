@@ -6,7 +6,11 @@
 // that has not connected after 8 s is tried again for as long as the peer is in the call.
 // Signals go through the socket's queue, so an offer made while the socket is reconnecting
 // is sent when it is back, and a tab whose socket had dropped restarts ICE on every link at
-// once when it resumes: its network has probably changed.
+// once when it resumes: its network has probably changed. What a dying socket swallowed
+// before anyone knew it was dead is gone (the server replays what it sent us, but nothing
+// replays what we sent): an offer of ours still unanswered after a resume, or for
+// RESTART_RETRY_MS, is sent again, so two sides can never both wait for an answer to an
+// offer the other never saw.
 
 const STALL_MS = 4000;
 const MAX_STALL_RESTARTS = 3;
@@ -46,8 +50,8 @@ export class Mesh extends EventTarget {
     } else {
       // Our socket dropped and came back: the network under us may have changed, and a path
       // that still looks connected may be dead. Restarting ICE costs one exchange and keeps
-      // the old path until a new one is chosen.
-      for (const link of this.peers.values()) link.restart("resumed");
+      // the old path until a new one is chosen. An offer we sent may have died with the socket.
+      for (const link of this.peers.values()) link.restart("resumed", { resend: true });
     }
     for (const peer of welcome.peers) {
       // A newcomer lets those already in the call offer first: they offer as soon as they
@@ -117,10 +121,12 @@ class Link {
     this.restartTimer = null;
     const pc = new RTCPeerConnection({ iceServers: mesh.signal.iceServers });
     this.pc = pc;
+    this.offeredAt = 0;
     pc.onnegotiationneeded = async () => {
       try {
         this.makingOffer = true;
         await pc.setLocalDescription();
+        this.offeredAt = performance.now();
         this.send({ description: pc.localDescription });
       } catch (err) {
         console.warn("offer failed", err);
@@ -188,11 +194,24 @@ class Link {
     }, ms);
   }
 
-  /** A fresh ICE exchange (new credentials, new candidates, the best path found again). */
-  restart(why) {
-    if (this.pc.signalingState === "closed") return;
+  /**
+   * A fresh ICE exchange (new credentials, new candidates, the best path found again).
+   * `resend`: an offer of ours still waiting for its answer is sent again first (it may have
+   * died with a socket); one unanswered for RESTART_RETRY_MS is sent again anyway. Sending it
+   * again is harmless (a peer that had it answers again, and the extra answer is ignored);
+   * taking it back (rollback) is not, in Chrome: the next offer can reorder its m-lines.
+   */
+  restart(why, { resend = false } = {}) {
+    const pc = this.pc;
+    if (pc.signalingState === "closed") return;
     this.restarts += 1;
-    this.pc.restartIce();
+    const stale = performance.now() - this.offeredAt >= RESTART_RETRY_MS;
+    if (pc.signalingState === "have-local-offer" && !this.makingOffer && (resend || stale)
+        && pc.pendingLocalDescription) {
+      this.send({ description: pc.pendingLocalDescription });
+      this.offeredAt = performance.now();
+    }
+    pc.restartIce();
     this.mesh.dispatchEvent(new CustomEvent("ice-restart", { detail: { pid: this.pid, why } }));
     // Still not through a while later (the offer may be waiting for the socket, or the path
     // is still down): try again, for as long as the peer is in the call.

@@ -46,7 +46,23 @@ export class Signal extends EventTarget {
     this.retryTimer = null;
     this.restarting = false;
     this.queue = []; // signals that waited for the socket to come back
+    this.pending = new Map(); // cid -> chat/advice sent but not yet echoed by the server
+    this.settling = false; // a ping sent after a welcome, whose pong means "replay is done"
     this.reconnects = 0; // how often this tab lost and regained its socket (for tests, stats)
+  }
+
+  /**
+   * Send a chat or advice so that it cannot be lost with a socket that died under it: it
+   * carries a `cid`, stays pending until the server's echo (with that cid) comes back, and
+   * after a resume (once the replayed frames are in) whatever is still pending goes again.
+   * Returns its cid and whether it went now (if not, it goes when the socket is back).
+   */
+  sendReliably(message) {
+    const cid = message.cid || randomId();
+    const framed = { ...message, cid };
+    if (this.ended) return { cid, sent: false };
+    this.pending.set(cid, framed);
+    return { cid, sent: this.send(framed) };
   }
 
   start() {
@@ -81,6 +97,7 @@ export class Signal extends EventTarget {
     if (leave) this.send({ type: "control", op: "leave" });
     this.ended = true;
     this.queue = [];
+    this.pending.clear();
     this.stopTimers();
     const ws = this.ws;
     this.ws = null;
@@ -157,7 +174,13 @@ export class Signal extends EventTarget {
     // Anything from the server shows the socket is alive.
     clearTimeout(this.pongTimer);
     this.pongTimer = null;
-    if (message.type === "pong") return;
+    if (message.type === "pong") {
+      if (this.settling) this.settle();
+      return;
+    }
+    if ((message.type === "chat" || message.type === "advice") && message.cid) {
+      this.pending.delete(message.cid); // ours arrived (cids are random: no one else's match)
+    }
     if (typeof message.seq === "number") {
       if (message.seq <= this.lastSeq) return; // already seen (a replay overlap)
       this.lastSeq = message.seq;
@@ -184,6 +207,7 @@ export class Signal extends EventTarget {
       // The server removed us (the call ended, we left, another tab took our place): final.
       this.ended = true;
       this.queue = [];
+      this.pending.clear();
       this.stopTimers();
       this.setState("ended", { reason: message.reason });
     }
@@ -217,6 +241,16 @@ export class Signal extends EventTarget {
     this.queue = [];
     this.dispatchEvent(new CustomEvent("welcome", { detail: { ...message, fresh } }));
     for (const queued of waiting) this.send(queued, { queue: true });
+    // The frames we missed follow the welcome; a ping's pong comes after all of them.
+    this.settling = true;
+    this.ping();
+  }
+
+  /** Everything the server had for us is in: chat still unechoed was lost; send it again. */
+  settle() {
+    this.settling = false;
+    for (const message of this.pending.values()) this.send(message);
+    this.dispatchEvent(new CustomEvent("settled"));
   }
 
   onClose(ws, event) {
@@ -269,6 +303,12 @@ export class Signal extends EventTarget {
     clearTimeout(this.retryTimer);
     this.pingTimer = this.pongTimer = this.connectTimer = this.retryTimer = null;
   }
+}
+
+function randomId() {
+  const bytes = new Uint8Array(9);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function defaultUrl() {

@@ -111,12 +111,12 @@ export class CallView {
     const root = this.root;
     const notConnected = () => this.showError(t("staff.error.not_connected"));
     bindCompose(byTestId(root, "chat-form"), byTestId(root, "chat-input"),
-      (text) => this.send({ type: "chat", text }), notConnected);
+      (text) => this.say({ type: "chat", text }), notConnected);
     bindCompose(byTestId(root, "advice-form"), byTestId(root, "advice-input"),
-      (text) => this.send({ type: "advice", text }), notConnected);
+      (text) => this.say({ type: "advice", text }), notConnected);
     for (const button of root.querySelectorAll("[data-canned]")) {
       button.addEventListener("click", () => {
-        if (!this.send({ type: "chat", canned: button.dataset.canned })) notConnected();
+        if (!this.say({ type: "chat", canned: button.dataset.canned })) notConnected();
       });
     }
     const leave = byTestId(root, "leave-call");
@@ -131,6 +131,14 @@ export class CallView {
 
   send(message) {
     return !this.finished && this.signal.send(message);
+  }
+
+  /** Chat or advice: only while connected (else the staff member is told), and then sent so
+   *  that a socket dying under it cannot lose it (signal.js sendReliably). */
+  say(message) {
+    if (this.finished || this.signal.state !== "connected") return false;
+    this.signal.sendReliably(message);
+    return true;
   }
 
   async startMicrophone() {

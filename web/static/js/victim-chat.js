@@ -1,11 +1,12 @@
 // The caller's messages: free text and quick replies out, everyone's chat in. Messages appear
 // when the server echoes them back (so what is shown is what was delivered); anything typed
-// while the socket is down waits, marked as sending, and goes out when it is back.
+// while the socket is down waits, marked as sending, and goes out when it is back. The socket
+// (signal.js sendReliably) also sends again whatever a dying socket swallowed.
 
 export class ChatView {
   /**
    * @param {HTMLElement} log the chat-log container
-   * @param {(message: object) => boolean} send sends a frame; false if the socket is down
+   * @param {(message: object) => {cid: string, sent: boolean}} send sends a frame reliably
    * @param {(key: string) => string} tr the page's translator
    */
   constructor(log, send, tr) {
@@ -13,7 +14,7 @@ export class ChatView {
     this.send = send;
     this.tr = tr;
     this.seen = new Set();
-    this.waiting = []; // [{frame, element}]
+    this.waiting = new Map(); // cid -> placeholder element, until the echo arrives
   }
 
   sendText(text) {
@@ -28,7 +29,8 @@ export class ChatView {
   }
 
   post(frame) {
-    if (this.waiting.length === 0 && this.send(frame)) return;
+    const { cid, sent } = this.send(frame);
+    if (sent) return;
     const element = this.render({ role: "victim", ...frame }, true);
     element.classList.add("waiting");
     element.dataset.testid = "chat-pending"; // not delivered yet: not a chat-message
@@ -37,21 +39,16 @@ export class ChatView {
     note.dataset.i18n = "victim.chat.sending";
     note.textContent = this.tr("victim.chat.sending");
     element.append(note);
-    this.waiting.push({ frame, element });
-  }
-
-  /** The socket is back: send what waited, in order; the echoes replace the placeholders. */
-  flush() {
-    while (this.waiting.length) {
-      const { frame, element } = this.waiting[0];
-      if (!this.send(frame)) return;
-      element.remove();
-      this.waiting.shift();
-    }
+    this.waiting.set(cid, element);
   }
 
   /** A `chat` frame from the server (ours echoed, or the staff's). */
   add(message, selfPid) {
+    const placeholder = message.cid && this.waiting.get(message.cid);
+    if (placeholder) {
+      placeholder.remove();
+      this.waiting.delete(message.cid);
+    }
     if (message.id) {
       if (this.seen.has(message.id)) return;
       this.seen.add(message.id);

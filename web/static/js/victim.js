@@ -185,7 +185,7 @@ function enterCall(credential, consent, media = new LocalMedia(), mediaReady = n
   call.mesh = mesh;
   call.media = media;
   call.consent = consent;
-  call.chat = new ChatView(el("chat-log"), (frame) => signal.send(frame), tr);
+  call.chat = new ChatView(el("chat-log"), (frame) => signal.sendReliably(frame), tr);
   call.upload = call.upload || new PhotoUpload(el("upload-photo"), el("upload-status"), () => credential.credential, say);
   const stills = new StillSender(() => (call.media ? call.media.video : null), () => credential.credential, STILLS_EVERY_S * 1000);
   call.ladder = new Ladder({ signal, mesh, media: () => call.media, stills });
@@ -204,7 +204,6 @@ function enterCall(credential, consent, media = new LocalMedia(), mediaReady = n
       setPhoneLine(e.detail.call.phone_line !== false);
     }
     reportCapture(true);
-    call.chat.flush();
     if (call.location) call.location.flush();
   });
   signal.addEventListener("call_mode", (e) => setPhoneLine(e.detail.phone_line !== false));
