@@ -191,6 +191,15 @@ async def test_a_weak_link_still_carries_voice_and_video(
         assert got["audio_pps"] >= 40, got
         assert got["concealment"] is not None and got["concealment"] < 0.10, got
         assert got["fps"] >= 8, got
+        # The caller's page saw its estimate drop and stepped down to reduced video.
+        await call.handler.wait_for_selector("[data-testid=caller-rung][data-state=reduced]",
+                                             timeout=30_000)
+        assert await call.handler.get_by_test_id("caller-rung-reason").get_attribute(
+            "data-reason") == "weak_network"
+        # The cell recovers: the page goes back up to full video by itself.
+        lab.shape(None, None)
+        await call.handler.wait_for_selector("[data-testid=caller-rung][data-state=full]",
+                                             timeout=90_000)
 
 
 @pytest.mark.parametrize("seconds", [10, 30])

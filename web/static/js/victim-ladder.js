@@ -18,6 +18,11 @@ const TICK_MS = 2000;
 const STILLS_AFTER_MS = 8000;
 const REDUCE_BELOW_BPS = 350000;
 const RESTORE_ABOVE_BPS = 700000;
+// On reduced video the estimate cannot show more than the capped stream needs, so every
+// PROBE_EVERY_MS the cap is lifted, unannounced, for PROBE_MS: if the estimate climbs past
+// RESTORE_ABOVE_BPS the page goes back to full video; if not, the cap returns.
+const PROBE_EVERY_MS = 20000;
+const PROBE_MS = 8000;
 // Half the resolution; the cap leaves room above the threshold so the estimate can recover.
 const REDUCED = { maxBitrate: 500000, scaleResolutionDownBy: 2 };
 
@@ -40,6 +45,8 @@ export class Ladder extends EventTarget {
     this.strongTicks = 0;
     this.timer = null;
     this.busy = false;
+    this.reducedAt = 0; // when the last probe ended (or reduced began)
+    this.probeAt = 0; // when the running probe began; 0 when not probing
     signal.addEventListener("welcome", () => this.report());
   }
 
@@ -96,12 +103,31 @@ export class Ladder extends EventTarget {
       this.weakTicks = bps < REDUCE_BELOW_BPS ? this.weakTicks + 1 : 0;
       this.strongTicks = bps > RESTORE_ABOVE_BPS ? this.strongTicks + 1 : 0;
     }
-    if (this.rung === "reduced") {
-      if (this.strongTicks >= 3) return this.set("full", "recovered");
-      return this.set("reduced", "weak_network");
-    }
+    if (this.rung === "reduced") return this.probe();
     if (this.weakTicks >= 2) return this.set("reduced", "weak_network");
     return this.set("full", this.rung && this.rung !== "full" ? "recovered" : null);
+  }
+
+  /** On reduced video: now and then, lift the cap and see whether the estimate follows. */
+  async probe() {
+    const now = Date.now();
+    if (this.probeAt) {
+      if (this.strongTicks >= 2) {
+        this.probeAt = 0;
+        return this.set("full", "recovered");
+      }
+      if (now - this.probeAt >= PROBE_MS) {
+        this.probeAt = 0;
+        this.reducedAt = now;
+        await this.mesh.limitVideo(REDUCED);
+      }
+      return;
+    }
+    if (now - this.reducedAt >= PROBE_EVERY_MS) {
+      this.probeAt = now;
+      this.strongTicks = 0;
+      await this.mesh.limitVideo(null);
+    }
   }
 
   /** Why no media path: no TURN relay configured, the relay unreachable, or neither helped. */
@@ -117,6 +143,8 @@ export class Ladder extends EventTarget {
     if (rung === this.rung && rung === "full") return; // "recovered" once is enough
     this.rung = rung;
     this.reason = reason;
+    this.probeAt = 0;
+    if (rung === "reduced") this.reducedAt = Date.now();
     if (rung === "stills") this.stills.start();
     else this.stills.stop();
     await this.mesh.limitVideo(rung === "reduced" ? REDUCED : null);
