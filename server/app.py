@@ -61,6 +61,7 @@ def create_app(config: Config) -> web.Application:
     record_view.add_routes(app)
     evidence_routes.add_routes(app)
     app.router.add_get("/ws", websocket, name="ws")
+    app.router.add_post("/ws/leave", leave_call, name="ws_leave")
     if config.sms_gateway == "twilio":
         app.router.add_post(TWILIO_STATUS_PATH, twilio_status, name="twilio_status")
     app.router.add_get("/static/{path:.+}", StaticFiles(WEB_DIR / "static").handle,
@@ -164,6 +165,11 @@ async def _sweep_rings_periodically(room: ControlRoom) -> None:
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     return await request.app[keys.ENDPOINT].handle(request)
+
+
+@csrf_exempt  # the participant's own resume secret is the proof; no cookie is involved
+async def leave_call(request: web.Request) -> web.StreamResponse:
+    return await request.app[keys.ENDPOINT].leave(request)
 
 
 async def health(request: web.Request) -> web.Response:

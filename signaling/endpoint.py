@@ -146,6 +146,31 @@ class SignalingEndpoint:
         return ws
 
 
+    async def leave(self, request: web.Request) -> web.Response:
+        """`POST /ws/leave {pid, secret}`: leave the call for good when the socket cannot say
+        so (the caller's quick exit while the socket is reconnecting, a tab being closed).
+        Proved by the participant's own resume secret, like a resume; sent with
+        `fetch(..., {keepalive: true})`, which outlives the page."""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        pid = body.get("pid") if isinstance(body, dict) else None
+        secret = body.get("secret") if isinstance(body, dict) else None
+        if not (isinstance(pid, str) and isinstance(secret, str) and 0 < len(pid) <= 64
+                and 0 < len(secret) <= 128):
+            return web.json_response(
+                {"error": "bad_field", "message": "pid and secret are required"}, status=400)
+        try:
+            await self.hub.dismiss(pid, secret, "left")
+        except ProtocolError:
+            # Gone already (left, timed out, the call ended) or not this secret: either way
+            # there is nothing of this participant to remove.
+            return web.json_response(
+                {"error": "not_found", "message": "nothing to leave"}, status=404)
+        return web.Response(status=204)
+
+
 class _SocketSession:
     """The life of one socket: hello, then frames until it closes."""
 

@@ -62,6 +62,10 @@ class Hub(Protocol):
 
     async def leave(self, participant: Participant, reason: str) -> None: ...
 
+    async def dismiss(self, pid: str, secret: str, reason: str) -> None:
+        """Remove a participant proved by its resume secret, wherever its socket is (a bye
+        and a close go to that socket, if any); ProtocolError resume_failed if none."""
+
     async def remember(self, session: str, message: dict[str, Any]) -> None: ...
 
     async def deliver(self, participant: Participant, message: dict[str, Any]) -> None: ...
@@ -233,6 +237,9 @@ class LocalHub:
         """The participant said goodbye (or was removed): it leaves now, no resume."""
         if participant.pid in self.participants:
             self._remove(participant, reason)
+
+    async def dismiss(self, pid: str, secret: str, reason: str) -> None:
+        self._remove(self.resumable(pid, secret), reason)
 
     def _remove(self, participant: Participant, reason: str) -> None:
         self.participants.pop(participant.pid, None)

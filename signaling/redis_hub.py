@@ -65,6 +65,19 @@ class KeyWrap(Protocol):
     def open_key(self, blob: bytes, context: str) -> bytes: ...
 
 
+_DESCRIBED = ("session", "role", "name", "node")
+
+
+def _described(pid: str, raw: list[Any]) -> dict[str, Any] | None:
+    """A participant's hash fields (_DESCRIBED) as its session and how peers see it."""
+    if raw[0] is None:
+        return None
+    session, role, name, node = (_text(v) for v in raw)
+    return {"session": session, "peer": {
+        "pid": pid, "role": role, "name": name, "state": "present" if node else "away",
+    }}
+
+
 def _secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -470,6 +483,14 @@ class RedisHub:
             connection.send(encode({"type": "bye", "reason": reason}))
             connection.close(1000, reason)
 
+    async def dismiss(self, pid: str, secret: str, reason: str) -> None:
+        await self.check_resume(pid, secret)
+        local = self.local.get(pid)
+        if local is not None:
+            await self.leave(local, reason)  # its socket is here: bye and close it now
+        else:
+            await self._remove(pid, reason, only_if_away=False)  # tells the node holding it
+
     async def _remove(self, pid: str, reason: str, *, only_if_away: bool,
                       tell: bool = True) -> bool:
         fields = [_text(v) for v in await self._run("REMOVE", pid, "1" if only_if_away else "0")]
@@ -554,17 +575,20 @@ class RedisHub:
     # -- questions --------------------------------------------------------------------------
 
     async def _describe(self, pid: str) -> dict[str, Any] | None:
-        raw = await self.redis.hmget(f"{self.prefix}p:{pid}", "session", "role", "name", "node")
-        if raw[0] is None:
-            return None
-        session, role, name, node = (_text(v) for v in raw)
-        return {"session": session, "peer": {
-            "pid": pid, "role": role, "name": name, "state": "present" if node else "away",
-        }}
+        raw = await self.redis.hmget(f"{self.prefix}p:{pid}", *_DESCRIBED)
+        return _described(pid, raw)
 
     async def _members(self, session: str) -> list[dict[str, Any]]:
+        """Everyone in the session, in two round trips however many they are (the sessions
+        list asks this for every live session)."""
         pids = sorted(_text(p) for p in await self.redis.smembers(f"{self.prefix}s:{session}"))
-        found = [await self._describe(pid) for pid in pids]
+        if not pids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pid in pids:
+                pipe.hmget(f"{self.prefix}p:{pid}", *_DESCRIBED)
+            replies = await pipe.execute()
+        found = [_described(pid, raw) for pid, raw in zip(pids, replies, strict=True)]
         return [info["peer"] for info in found if info is not None]
 
     async def peers_of(self, participant: Participant) -> list[dict[str, Any]]:

@@ -25,10 +25,10 @@ async def browser(playwright: Playwright) -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def fast_live(tmp_path: Path) -> AsyncIterator[LiveServer]:
-    """The embedded server with a 2 s heartbeat, so pages ping every 2 s and give a socket up
-    after 1.5 s without an answer: for tests of what the pages do when sockets die. These
+    """The embedded server with a 4 s heartbeat, so pages ping every 4 s and give a socket up
+    after 2 s without an answer: for tests of what the pages do when sockets die. These
     tests are about the pages, not the store, so they run once (on the embedded store)."""
-    server = await start_server(tmp_path, heartbeat=2)
+    server = await start_server(tmp_path, heartbeat=4)
     try:
         yield server
     finally:

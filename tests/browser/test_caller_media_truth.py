@@ -68,9 +68,9 @@ async def test_sound_that_stops_arriving_is_no_sound(fast_live: LiveServer, brow
     await caller_media(handler, "flowing", timeout=15_000)
 
 
-async def test_away_then_gone_are_reconnecting_then_left(fast_live: LiveServer,
-                                                        browser: Any) -> None:
-    handler, caller, routes = await routed_call(fast_live, browser)
+async def test_a_caller_whose_socket_is_away_is_reconnecting(fast_live: LiveServer,
+                                                            browser: Any) -> None:
+    handler, _, routes = await routed_call(fast_live, browser)
     await caller_media(handler, "flowing")
     sessions = await handler.context.new_page()
     await sessions.goto("/console")
@@ -83,8 +83,30 @@ async def test_away_then_gone_are_reconnecting_then_left(fast_live: LiveServer,
     await listed_as(sessions, "reconnecting")
     routes.refuse = False
     await caller_media(handler, "flowing", timeout=30_000)
-    # Quick exit: the caller is gone, and the handler is not told the video flows.
+    await listed_as(sessions, "flowing")
+
+
+async def test_a_caller_who_left_is_left(fast_live: LiveServer, browser: Any) -> None:
+    """Quick exit: the caller is gone, and the handler is not told the video flows."""
+    handler, caller = await start_call(fast_live, browser)
+    await caller_media(handler, "flowing")
+    sessions = await handler.context.new_page()
+    await sessions.goto("/console")
     await caller.get_by_test_id("quick-exit").click()
     await caller_media(handler, "left", timeout=15_000)
     assert "left" in await handler.get_by_test_id("caller-media").inner_text()
     await listed_as(sessions, "left")
+
+
+async def test_a_quick_exit_while_reconnecting_still_leaves_at_once(
+    fast_live: LiveServer, browser: Any,
+) -> None:
+    """The caller's socket is down when they press Exit: the page gives up its place over
+    HTTP as it goes, so the handler reads "left" now, not "reconnecting" for a minute."""
+    handler, caller, routes = await routed_call(fast_live, browser)
+    await caller_media(handler, "flowing")
+    routes.refuse = True
+    await routes.cut()
+    await caller.wait_for_selector("[data-testid=connection-state][data-state=reconnecting]")
+    await caller.get_by_test_id("quick-exit").click()
+    await caller_media(handler, "left", timeout=10_000)

@@ -49,9 +49,9 @@ async def test_a_pong_held_past_the_timeout_resumes_the_call(fast_live: LiveServ
     credential = await held_credential(caller)
     assert credential
 
-    # The link is alive but slow: pongs arrive 2.5 s late, past the page's 1.5 s timeout.
+    # The link is alive but slow: pongs arrive 3 s late, past the page's 2 s timeout.
     # The page gives its socket up itself (close 4001), is answered 1000, and must resume.
-    routes.hold_pongs = 2.5
+    routes.hold_pongs = 3.0
     for _ in range(100):
         if len(routes.hellos) >= 2:
             break

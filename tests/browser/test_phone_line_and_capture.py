@@ -94,8 +94,8 @@ async def test_a_microphone_held_by_the_phone_call_leaves_the_video(
     fast_live: LiveServer, browser: Any,
 ) -> None:
     """NotReadableError for the microphone (the cellular call has it): video still flows."""
-    handler, caller = await start_call(fast_live, browser,
-                                       caller_script=phone(audio="NotReadableError"))
+    handler, _ = await start_call(fast_live, browser,
+                                  caller_script=phone(audio="NotReadableError"))
     await frames_rising(handler)
     assert "in use by another app" in await capture_shown(handler, "microphone", "busy")
     await capture_shown(handler, "camera", "ok")

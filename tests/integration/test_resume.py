@@ -174,3 +174,32 @@ async def test_resume_while_the_old_socket_is_open_moves_the_participant(
     moved = [f for f in call.handler.received if f["type"] == "peer" and f["pid"] == old.pid]
     assert [f["op"] for f in moved] == ["joined"], moved
     assert not [f for f in old.received if f.get("text") in ("from the new socket", "two")]
+
+
+async def test_leaving_over_http_when_the_socket_cannot_say_so(live: LiveServer) -> None:
+    """POST /ws/leave with the participant's own resume secret: it leaves for good, at once
+    (peers see `left`, not a resume window running out); a socket it still had gets bye."""
+    from tests.support.calls import open_call
+
+    call = await open_call(live, "hannah")
+    http = live.new_http()
+
+    async def leave(body: object) -> int:
+        async with http.post(f"{live.url}/ws/leave", json=body) as response:
+            return response.status
+
+    secret = call.caller.welcome["resume_secret"]
+    for bad in ({}, {"pid": call.caller.pid}, {"pid": 1, "secret": secret}, [], "x",
+                {"pid": "p" * 65, "secret": secret}):
+        assert await leave(bad) == 400
+    assert await leave({"pid": call.caller.pid, "secret": "wrong" * 4}) == 404
+    assert await leave({"pid": "0123456789abcdef", "secret": secret}) == 404
+    # A staff member's secret does not remove the caller, nor the reverse.
+    assert await leave({"pid": call.caller.pid,
+                        "secret": call.handler.welcome["resume_secret"]}) == 404
+
+    assert await leave({"pid": call.caller.pid, "secret": secret}) == 204
+    left = await call.handler.expect("peer", op="left", pid=call.caller.pid)
+    assert left["reason"] == "left"
+    assert await call.caller.expect_closed() == (1000, "left")
+    assert await leave({"pid": call.caller.pid, "secret": secret}) == 404  # once only

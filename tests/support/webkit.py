@@ -27,7 +27,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,9 @@ MINIBROWSER_ARGS = [
     "--media-playback-requires-user-gesture=false",
 ]
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+# Given WebKitWebDriver's port (on its own 127.0.0.1), the (host, port) to dial for it: for a
+# driver whose loopback is not ours (a network namespace, reached through a port forwarder).
+ConnectVia = Callable[[int], Awaitable[tuple[str, int]]]
 SCREEN = "1280x1024x24"
 
 # Console errors, uncaught exceptions and unhandled rejections, kept in the page for errors().
@@ -95,8 +98,8 @@ def _read_line(fd: int) -> bytes:
     return data
 
 
-async def start_xvfb(env: dict[str, str], log: Path,
-                     timeout: float) -> tuple[asyncio.subprocess.Process, int]:
+async def start_xvfb(env: dict[str, str], log: Path, timeout: float,
+                     wrapper: Sequence[str] = ()) -> tuple[asyncio.subprocess.Process, int]:
     """Xvfb on a free display. With -displayfd Xvfb itself takes the first display whose lock
     file and socket are free (atomically, so parallel runs cannot collide) and writes its
     number only once it accepts connections: no guessing, no polling."""
@@ -104,7 +107,7 @@ async def start_xvfb(env: dict[str, str], log: Path,
     try:
         with log.open("wb") as out:
             process = await asyncio.create_subprocess_exec(
-                "Xvfb", "-displayfd", str(write_end), "-screen", "0", SCREEN,
+                *wrapper, "Xvfb", "-displayfd", str(write_end), "-screen", "0", SCREEN,
                 "-nolisten", "tcp", "-noreset", pass_fds=(write_end,),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                 start_new_session=True)
@@ -138,16 +141,24 @@ class WebKit:
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
     base: str = ""
     display: int = -1
+    wrapper: list[str] = field(default_factory=list)
+    connect_via: ConnectVia | None = None
     _closed: bool = False
 
     @classmethod
     @contextlib.asynccontextmanager
     async def launch(cls, *, binary: str = MINIBROWSER, args: Sequence[str] = MINIBROWSER_ARGS,
-                     env: dict[str, str] | None = None,
+                     env: dict[str, str] | None = None, wrapper: Sequence[str] | None = None,
+                     connect_via: ConnectVia | None = None,
                      timeout: float = 90.0) -> AsyncIterator[WebKit]:
         """Xvfb, WebKitWebDriver and MiniBrowser; all killed and the temp dir removed on the
-        way out, whatever happened inside."""
-        webkit = await cls.start(binary=binary, args=args, env=env, timeout=timeout)
+        way out, whatever happened inside.
+
+        wrapper: a command prefix Xvfb and WebKitWebDriver are started with (MiniBrowser is
+        the driver's child), e.g. ["ip", "netns", "exec", ns] to run them all in a namespace;
+        connect_via(port) then gives the (host, port) to dial for the driver (as Firefox's)."""
+        webkit = await cls.start(binary=binary, args=args, env=env, wrapper=wrapper,
+                                 connect_via=connect_via, timeout=timeout)
         try:
             yield webkit
         finally:
@@ -155,7 +166,8 @@ class WebKit:
 
     @classmethod
     async def start(cls, *, binary: str = MINIBROWSER, args: Sequence[str] = MINIBROWSER_ARGS,
-                    env: dict[str, str] | None = None, timeout: float = 90.0) -> WebKit:
+                    env: dict[str, str] | None = None, wrapper: Sequence[str] | None = None,
+                    connect_via: ConnectVia | None = None, timeout: float = 90.0) -> WebKit:
         """As launch, for a caller that closes it itself (always call close())."""
         workdir = Path(tempfile.mkdtemp(prefix="erv-webkit-"))
         dirs = {name: workdir / name for name in ("runtime", "cache", "data", "config")}
@@ -170,7 +182,7 @@ class WebKit:
             **(env or {}),
         })
         base_env.pop("WAYLAND_DISPLAY", None)
-        webkit = cls(tag, workdir)
+        webkit = cls(tag, workdir, wrapper=list(wrapper or []), connect_via=connect_via)
         try:
             await asyncio.wait_for(webkit._start(base_env, binary, list(args), timeout),
                                    timeout)
@@ -184,7 +196,8 @@ class WebKit:
 
     async def _start(self, env: dict[str, str], binary: str, args: list[str],
                      timeout: float) -> None:
-        xvfb, self.display = await start_xvfb(env, self.workdir / "xvfb.log", timeout)
+        xvfb, self.display = await start_xvfb(env, self.workdir / "xvfb.log", timeout,
+                                              self.wrapper)
         self.processes.append(xvfb)
         env = {**env, "DISPLAY": f":{self.display}"}
         root = await self._start_driver(env, timeout)
@@ -202,12 +215,16 @@ class WebKit:
         for attempt in range(3):
             port = free_port()
             with (self.workdir / "webdriver.log").open("ab") as out:
+                # "local" is IPv4 and IPv6 loopback; a lab namespace has no ::1, so name one.
+                host = "127.0.0.1" if self.wrapper else "local"
                 driver = await asyncio.create_subprocess_exec(
-                    WEBDRIVER, f"--port={port}", "--host=local",
+                    *self.wrapper, WEBDRIVER, f"--port={port}", f"--host={host}",
                     stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                     start_new_session=True)
             self.processes.append(driver)
-            root = f"http://127.0.0.1:{port}"
+            dial_host, dial = (await self.connect_via(port) if self.connect_via
+                               else ("127.0.0.1", port))
+            root = f"http://{dial_host}:{dial}"
             try:
                 await poll(functools.partial(self._driver_ready, driver, root), timeout, 0.1,
                            "WebKitWebDriver /status ready")

@@ -9,8 +9,8 @@
 // once when it resumes: its network has probably changed. What a dying socket swallowed
 // before anyone knew it was dead is gone (the server replays what it sent us, but nothing
 // replays what we sent): an offer of ours still unanswered after a resume, or for
-// RESTART_RETRY_MS, is sent again, so two sides can never both wait for an answer to an
-// offer the other never saw.
+// RESTART_RETRY_MS whatever ICE is doing, is sent again, so two sides can never both wait for
+// an answer to an offer the other never saw.
 
 const STALL_MS = 4000;
 const MAX_STALL_RESTARTS = 3;
@@ -121,12 +121,10 @@ class Link {
     this.restartTimer = null;
     const pc = new RTCPeerConnection({ iceServers: mesh.signal.iceServers });
     this.pc = pc;
-    this.offeredAt = 0;
     pc.onnegotiationneeded = async () => {
       try {
         this.makingOffer = true;
         await pc.setLocalDescription();
-        this.offeredAt = performance.now();
         this.send({ description: pc.localDescription });
       } catch (err) {
         console.warn("offer failed", err);
@@ -147,8 +145,10 @@ class Link {
     // fresh gathering. The polite side waits longer, so the two sides do not restart together.
     this.stallTimer = null;
     this.stallRestarts = 0;
+    this.offerTimer = null;
     pc.onsignalingstatechange = () => {
       if (pc.signalingState === "stable") this.watchStall();
+      this.watchOffer();
     };
     pc.onconnectionstatechange = () => {
       const state = pc.connectionState;
@@ -195,21 +195,42 @@ class Link {
   }
 
   /**
+   * An offer of ours unanswered for RESTART_RETRY_MS is sent again, and again, whatever ICE is
+   * doing: it may have died with a socket, and the peer (if it is the impolite side, and
+   * waiting for an answer to its own offer) will never ask. Sending it again is harmless (a
+   * peer that had it answers again, and the extra answer is ignored); taking it back
+   * (rollback) is not, in Chrome: the next offer can reorder its m-lines.
+   */
+  watchOffer() {
+    clearTimeout(this.offerTimer);
+    this.offerTimer = null;
+    if (this.pc.signalingState !== "have-local-offer") return;
+    this.offerTimer = setTimeout(() => {
+      this.offerTimer = null;
+      this.resendOffer();
+      this.watchOffer();
+    }, RESTART_RETRY_MS);
+  }
+
+  resendOffer() {
+    const pc = this.pc;
+    if (pc.signalingState === "have-local-offer" && !this.makingOffer && pc.pendingLocalDescription) {
+      this.send({ description: pc.pendingLocalDescription });
+    }
+  }
+
+  /**
    * A fresh ICE exchange (new credentials, new candidates, the best path found again).
    * `resend`: an offer of ours still waiting for its answer is sent again first (it may have
-   * died with a socket); one unanswered for RESTART_RETRY_MS is sent again anyway. Sending it
-   * again is harmless (a peer that had it answers again, and the extra answer is ignored);
-   * taking it back (rollback) is not, in Chrome: the next offer can reorder its m-lines.
+   * died with the socket we just replaced).
    */
   restart(why, { resend = false } = {}) {
     const pc = this.pc;
     if (pc.signalingState === "closed") return;
     this.restarts += 1;
-    const stale = performance.now() - this.offeredAt >= RESTART_RETRY_MS;
-    if (pc.signalingState === "have-local-offer" && !this.makingOffer && (resend || stale)
-        && pc.pendingLocalDescription) {
-      this.send({ description: pc.pendingLocalDescription });
-      this.offeredAt = performance.now();
+    if (resend) {
+      this.resendOffer();
+      this.watchOffer();
     }
     pc.restartIce();
     this.mesh.dispatchEvent(new CustomEvent("ice-restart", { detail: { pid: this.pid, why } }));
@@ -389,6 +410,7 @@ class Link {
     clearTimeout(this.stallTimer);
     clearTimeout(this.holdTimer);
     clearTimeout(this.restartTimer);
+    clearTimeout(this.offerTimer);
     this.pc.close();
   }
 }

@@ -92,9 +92,21 @@ export class Signal extends EventTarget {
     return false;
   }
 
-  /** Leave for good (quick exit, hang up): no resume. */
+  /** Leave for good (quick exit, hang up): no resume. If the socket cannot say so right now
+   *  (it is reconnecting), the place is given up over HTTP, with a request that outlives the
+   *  page (the quick exit navigates away at once), so nobody waits out the resume window. */
   close(leave = true) {
-    if (leave) this.send({ type: "control", op: "leave" });
+    if (leave && !this.send({ type: "control", op: "leave" }) && this.pid && this.secret) {
+      try {
+        fetch(this.url.replace(/^ws/, "http").replace(/\/ws$/, "/ws/leave"), {
+          method: "POST", keepalive: true, credentials: "omit", cache: "no-store",
+          referrerPolicy: "no-referrer", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ pid: this.pid, secret: this.secret }),
+        }).catch(() => {});
+      } catch {
+        // leaving matters more than saying so
+      }
+    }
     this.ended = true;
     this.queue = [];
     this.pending.clear();

@@ -23,6 +23,9 @@ const RESTORE_ABOVE_BPS = 700000;
 // RESTORE_ABOVE_BPS the page goes back to full video; if not, the cap returns.
 const PROBE_EVERY_MS = 20000;
 const PROBE_MS = 8000;
+// Chrome's estimate starts near 300 kbit/s and takes a while to climb on a good link (over
+// 20 s towards a Firefox peer): it is not judged until the link has been up this long.
+const WARM_UP_MS = 12000;
 // Half the resolution; the cap leaves room above the threshold so the estimate can recover.
 const REDUCED = { maxBitrate: 500000, scaleResolutionDownBy: 2 };
 
@@ -41,6 +44,7 @@ export class Ladder extends EventTarget {
     this.rung = null;
     this.reason = null;
     this.downSince = 0; // when the handler's link was first seen not connected
+    this.upSince = 0; // when it was first seen connected (again)
     this.weakTicks = 0;
     this.strongTicks = 0;
     this.timer = null;
@@ -91,6 +95,7 @@ export class Ladder extends EventTarget {
       return; // nobody to send to yet: nothing to judge
     }
     if (link.pc.connectionState !== "connected") {
+      this.upSince = 0;
       if (!this.downSince) this.downSince = Date.now();
       if (this.rung === "stills" || Date.now() - this.downSince >= STILLS_AFTER_MS) {
         return this.set("stills", this.whyNoPath(link));
@@ -98,8 +103,9 @@ export class Ladder extends EventTarget {
       return;
     }
     this.downSince = 0;
+    if (!this.upSince) this.upSince = Date.now();
     const { availableOutgoingBitrate: bps } = await link.sending();
-    if (typeof bps === "number") {
+    if (typeof bps === "number" && Date.now() - this.upSince >= WARM_UP_MS) {
       this.weakTicks = bps < REDUCE_BELOW_BPS ? this.weakTicks + 1 : 0;
       this.strongTicks = bps > RESTORE_ABOVE_BPS ? this.strongTicks + 1 : 0;
     }
