@@ -17,6 +17,12 @@ const MAX_STALL_RESTARTS = 3;
 const FIRST_OFFER_WAIT_MS = 1500;
 const DISCONNECTED_RESTART_MS = 1500;
 const RESTART_RETRY_MS = 8000;
+// A path that carries nothing back while we send on it is lost long before ICE says so (Chrome
+// takes about 6 s to call it "disconnected"): when a phone moves from Wi-Fi to 4G its old
+// address is simply gone. The peer answers every stream with feedback (RTCP, transport-cc)
+// many times a second, so no bytes at all for SILENT_MS means the path is gone.
+const LIVENESS_MS = 500;
+const SILENT_MS = 1500;
 
 /** Whether this browser can make WebRTC calls at all (in-app browsers and old phones may not). */
 export const WEBRTC = typeof window.RTCPeerConnection === "function";
@@ -168,6 +174,44 @@ class Link {
     this.holdTimer = theyOffer ? setTimeout(() => this.release(), FIRST_OFFER_WAIT_MS) : null;
     // Receive audio and video even when we send nothing, so the other side's offer has a place.
     this.syncTracks();
+    this.lastBytes = -1;
+    this.lastBytesAt = 0;
+    this.silent = false;
+    this.checking = false;
+    this.liveTimer = setInterval(() => this.checkLiveness(), LIVENESS_MS);
+  }
+
+  /** While we send, the peer's feedback must keep arriving; if it stops, say so ("silent"
+   *  event: the page decides what to do with its socket) and restart ICE at once. */
+  async checkLiveness() {
+    const pc = this.pc;
+    const up = pc.iceConnectionState === "connected" || pc.iceConnectionState === "completed";
+    const sending = [...this.senders.values()].some((s) => s.track && s.track.readyState === "live");
+    if (!up || !sending || this.checking) {
+      this.lastBytes = -1;
+      return;
+    }
+    this.checking = true;
+    try {
+      let bytes = 0;
+      (await pc.getStats()).forEach((report) => {
+        if (report.type === "candidate-pair") bytes += report.bytesReceived || 0;
+      });
+      const now = performance.now();
+      if (bytes !== this.lastBytes) {
+        this.lastBytes = bytes;
+        this.lastBytesAt = now;
+        this.silent = false;
+      } else if (!this.silent && now - this.lastBytesAt >= SILENT_MS) {
+        this.silent = true;
+        this.mesh.dispatchEvent(new CustomEvent("silent", { detail: { pid: this.pid, role: this.role } }));
+        this.restart("silent");
+      }
+    } catch {
+      // closed meanwhile
+    } finally {
+      this.checking = false;
+    }
   }
 
   onIceState(state) {
@@ -407,6 +451,7 @@ class Link {
   }
 
   close() {
+    clearInterval(this.liveTimer);
     clearTimeout(this.stallTimer);
     clearTimeout(this.holdTimer);
     clearTimeout(this.restartTimer);

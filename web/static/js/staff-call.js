@@ -105,6 +105,8 @@ export class CallView {
       else if (track.kind === "audio") this.media.addStaffAudio(pid, role, stream);
     });
     this.mesh.addEventListener("peer-gone", (e) => this.media.removePeer(e.detail.pid));
+    // The caller's path went silent: probably the caller's network, but ask our socket too.
+    this.mesh.addEventListener("silent", () => this.signal.nudge());
   }
 
   wireControls() {

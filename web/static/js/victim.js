@@ -114,7 +114,6 @@ const call = {
   // no microphone and plays no sound, so nothing echoes or fights the phone for the audio.
   phoneLine: body.dataset.phoneLine !== "0",
   ladder: null,
-  consent: {},
 };
 
 // Quick exit, from any state: stop the camera and microphone, leave the call for good.
@@ -184,7 +183,6 @@ function enterCall(credential, consent, media = new LocalMedia(), mediaReady = n
   call.signal = signal;
   call.mesh = mesh;
   call.media = media;
-  call.consent = consent;
   call.chat = new ChatView(el("chat-log"), (frame) => signal.sendReliably(frame), tr);
   call.upload = call.upload || new PhotoUpload(el("upload-photo"), el("upload-status"), () => credential.credential, say);
   const stills = new StillSender(() => (call.media ? call.media.video : null), () => credential.credential, STILLS_EVERY_S * 1000);
@@ -219,6 +217,12 @@ function enterCall(credential, consent, media = new LocalMedia(), mediaReady = n
     if (e.detail.track.kind === "audio") playAudio(e.detail.pid, e.detail.stream);
   });
   mesh.addEventListener("peer-gone", (e) => dropAudio(e.detail.pid));
+  // The path to the control room went silent: the phone has most likely changed network (or
+  // lost it), and the socket is as dead as the media path, only not yet known to be. Get a
+  // new one now rather than after the heartbeat; resuming costs nothing if the old was fine.
+  mesh.addEventListener("silent", (e) => {
+    if (e.detail.role === "handler") signal.drop("path_silent");
+  });
   media.addEventListener("change", () => {
     if (!call.ended) mediaChanged();
   });
