@@ -110,6 +110,8 @@ export class LocalMedia extends EventTarget {
       got = await ask(true);
     }
     for (const track of got.getTracks()) this.adopt(track);
+    // One change for all the new tracks: the page renegotiates once, not once per track.
+    this.changed();
   }
 
   adopt(track) {
@@ -136,7 +138,6 @@ export class LocalMedia extends EventTarget {
       if (this.has(track)) this.setState(kind, "ok");
     });
     this.states[kind] = track.muted ? "muted" : "ok";
-    this.changed();
   }
 
   has(track) {
