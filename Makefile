@@ -53,7 +53,8 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
-# Speed and memory figures live here, never in timed tests. About 10 minutes on 2 cores; it
+# Speed and memory figures live here, never in timed tests. About 10 minutes on 2 cores (as
+# root, the field part's real calls in the lab add about 16); it
 # installs PeerJS server into bench/peerjs itself. ERV_BENCH_PARTS=relay,profile runs a part
 # (see bench/run.py). Writes bench/RESULTS.md, bench/results.json and bench/relay.png.
 bench: $(BENCH_STAMP) system-deps

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import case_record
+from bench import case_record, field_report
 from bench.common import BENCH
 
 ORDER = ("peerjs", "erv", "floor", "floor-fast")
@@ -420,6 +420,7 @@ def write(results: dict[str, Any]) -> str:
                  lambda r: case_record.table(r).replace("## Case record", "## 4. Case record",
                                                         1)),
         _section(results, "victim_page", "## 5. Victim page", page_section),
+        _section(results, "field", field_report.TITLE, field_report.section),
     ]
     text = "\n".join(parts)
     (BENCH / "RESULTS.md").write_text(text)

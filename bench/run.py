@@ -6,11 +6,19 @@ Parts (ERV_BENCH_PARTS, comma-separated, default all): case (case record), relay
 against PeerJS server and the Python floor, P = ERV_BENCH_PAIRS, default 20,200), profile
 (py-spy on this server under the P = 200 load), scale (one node against two sharing Redis),
 connect (connect time with aiortc), capacity (memory and sessions per process), page (the
-caller's page in throttled Chromium). Running a subset keeps the other parts' last results
-from bench/results.json, marked with their own date and commit.
+caller's page in throttled Chromium), field (real calls through the network lab; needs root,
+iproute2, iptables, coturn and Chromium, and is skipped, with the reason, without them).
+Running a subset keeps the other parts' last results from bench/results.json, marked with
+their own date and commit.
 
 Shorter runs: ERV_BENCH_RELAY_SECONDS (6), ERV_BENCH_CALLS (20), ERV_BENCH_CAPACITY_MAX
-(6000), ERV_BENCH_CAPACITY_SECONDS (5), ERV_BENCH_PAGE_RUNS (3), ERV_BENCH_APPENDS (2000).
+(6000), ERV_BENCH_CAPACITY_SECONDS (5), ERV_BENCH_PAGE_RUNS (3), ERV_BENCH_APPENDS (2000),
+ERV_BENCH_FIELD_RUNS (3; about 16 minutes with 3), ERV_BENCH_FIELD_SCENARIOS (default all of
+bench/field.py's SCENARIOS). A smoke run of the field part, one direct call:
+
+    ERV_BENCH_PARTS=field ERV_BENCH_FIELD_RUNS=1 ERV_BENCH_FIELD_SCENARIOS=direct \
+        python -m bench.run
+
 Logs of every server and the raw profile go to bench/out/ (not committed).
 """
 
@@ -33,14 +41,15 @@ from bench import case_record, report
 from bench.capacity import capacity
 from bench.common import BENCH, commit, log, machine
 from bench.connect_time import connect_time
+from bench.field import field
 from bench.relay import comparison, profiled, scale_out
 from bench.servers import node_version
 from bench.victim_page import victim_page
 
 OUT = BENCH / "out"
-PARTS = ("case", "relay", "profile", "scale", "connect", "capacity", "page")
+PARTS = ("case", "relay", "profile", "scale", "connect", "capacity", "page", "field")
 KEYS = {"case": "case_record", "relay": "relay", "profile": "profile", "scale": "scale_out",
-        "connect": "connect", "capacity": "capacity", "page": "victim_page"}
+        "connect": "connect", "capacity": "capacity", "page": "victim_page", "field": "field"}
 
 
 def _run(coro: Coroutine[Any, Any, dict[str, Any]], fast_loop: bool) -> dict[str, Any]:
@@ -81,6 +90,7 @@ def main() -> int:
         "connect": (lambda: connect_time(tmp, OUT), False),
         "capacity": (lambda: capacity(tmp, OUT), True),
         "page": (lambda: victim_page(tmp, OUT), False),
+        "field": (lambda: field(tmp, OUT), False),
     }
     results: dict[str, Any] = {k: v for k, v in previous.items() if k in KEYS.values()}
     failed = []
