@@ -20,8 +20,9 @@ const QUEUE_LIMIT = 256;
 
 export class Signal extends EventTarget {
   /**
-   * @param {object} join what to say in a fresh hello: {credential} for the caller,
-   *   {session} for staff in a session, {} for the staff lobby.
+   * @param {object|Promise<object|null>} join what to say in a fresh hello: {credential} for
+   *   the caller, {session} for staff in a session, {} for the staff lobby; or a promise of it
+   *   (the socket opens at once and says hello when it resolves; null: never).
    */
   constructor(join, url = defaultUrl()) {
     super();
@@ -160,13 +161,18 @@ export class Signal extends EventTarget {
     this.connectTimer = setTimeout(() => {
       if (this.ws === ws && this.state !== "connected") this.drop("connect_timeout");
     }, CONNECT_TIMEOUT_MS);
-    ws.addEventListener("open", () => {
+    ws.addEventListener("open", async () => {
       if (ws !== this.ws) return;
       const hello = { type: "hello", v: PROTOCOL_VERSION };
       if (this.pid && this.secret) {
         hello.resume = { pid: this.pid, secret: this.secret, last_seq: this.lastSeq };
       } else {
-        Object.assign(hello, this.join);
+        // The caller's page opens its socket while its link is still being redeemed (on a
+        // weak link the handshakes take longer than the redeem): the hello waits for it.
+        const join = await this.join;
+        if (ws !== this.ws || !join || ws.readyState !== WebSocket.OPEN) return;
+        this.join = join;
+        Object.assign(hello, join);
       }
       ws.send(JSON.stringify(hello));
     });

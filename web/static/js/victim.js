@@ -171,14 +171,15 @@ function settleAddress() {
   history.replaceState(null, "", `/j/?lang=${lang}`);
 }
 
-function enterCall(credential, consent, media = new LocalMedia(), mediaReady = null) {
+function enterCall(credential, consent, media = new LocalMedia(), mediaReady = null, early = null) {
   remember({ credential: credential.credential, session: credential.session, expires_at: credential.expires_at, consent });
   delete body.dataset.token; // used up: nothing to keep
   settleAddress();
   show("call");
   setState("connecting");
 
-  const signal = new Signal({ credential: credential.credential, session: credential.session });
+  // A socket opened while the link was being redeemed, or a new one.
+  const signal = early || new Signal({ credential: credential.credential, session: credential.session });
   const mesh = new Mesh(signal, null);
   call.signal = signal;
   call.mesh = mesh;
@@ -226,7 +227,7 @@ function enterCall(credential, consent, media = new LocalMedia(), mediaReady = n
   media.addEventListener("change", () => {
     if (!call.ended) mediaChanged();
   });
-  signal.start();
+  if (!early) signal.start();
 
   if (consent.location) startLocation();
   updateControls();
@@ -521,16 +522,17 @@ function wireJoinForm() {
     const media = new LocalMedia();
     call.media = media;
     const mediaReady = media.start({ audio: consent.microphone, video: consent.camera });
-    let answer;
-    try {
-      answer = await redeem(body.dataset.token);
-    } catch {
-      answer = { error: "failed" };
-    }
+    // ...and open the call's socket meanwhile: its handshakes cost several round trips, which
+    // on a weak cell link are a second or more; the hello goes once the credential is in.
+    const redeemed = redeem(body.dataset.token).catch(() => ({ error: "failed" }));
+    const early = new Signal(redeemed.then((a) => (a.credential ? { credential: a.credential, session: a.session } : null)));
+    early.start();
+    const answer = await redeemed;
     if (answer.credential) {
-      enterCall(answer, consent, media, mediaReady);
+      enterCall(answer, consent, media, mediaReady, early);
       return;
     }
+    early.close(false);
     media.stop();
     call.media = null;
     joining = false;
