@@ -26,6 +26,9 @@ from server.record import CaseRecordStore
 from server.record.crypto import NONCE_BYTES, DecryptionFailed, generate_key, seal, unseal
 
 ADDED_KIND = "evidence_added"
+# Fields of a record body that are key material: they stay in the encrypted record and are
+# read only by the server itself (to open the file); no answer, page or export carries them.
+SECRET_FIELDS = frozenset({"key"})
 KINDS = ("snapshot", "upload", "still")
 EVIDENCE_ID = re.compile(r"[0-9a-f]{32}")
 _AAD_LABEL = b"erv.evidence\x00"
@@ -92,6 +95,13 @@ class Evidence:
     @property
     def filename(self) -> str:
         return f"evidence-{self.id}.{EXTENSIONS.get(self.content_type, 'bin')}"
+
+
+def readable_body(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A record body as anything outside the server may see it: without key material."""
+    if kind != ADDED_KIND:
+        return body
+    return {name: value for name, value in body.items() if name not in SECRET_FIELDS}
 
 
 def _aad(session_id: str, evidence_id: str) -> bytes:

@@ -23,6 +23,7 @@ from aiohttp import web
 from server import keys
 from server.accounts import Staff, StaffRole
 from server.auth import current_staff, require_role
+from server.evidence import readable_body
 from server.phone import masked
 from server.record import SessionShredded
 from server.referrals import KIND_LABELS, ReferralKind
@@ -68,8 +69,7 @@ LANGUAGE_NAMES = {"en": "English", "cy": "Cymraeg (Welsh)"}
 # Body fields that name a staff member (shown in "who", not among the details).
 STAFF_FIELDS = ("staff", "staff_id", "by", "handler", "specialist")
 # Bookkeeping fields not worth a reader's attention.
-# "key": an evidence file's key is not for showing (the download route uses it).
-QUIET_FIELDS = frozenset({"id", "ts", "invite", "invitation", "role", "key"})
+QUIET_FIELDS = frozenset({"id", "ts", "invite", "invitation", "role"})
 
 
 @cache
@@ -148,7 +148,9 @@ class Row:
 
 
 def shown_body(kind: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The body as readers get it: the caller's number stays masked here too."""
+    """The body as readers get it: without evidence keys, and the caller's number stays
+    masked here too."""
+    body = readable_body(kind, body)
     if kind == "session_created" and isinstance(body.get("phone"), str):
         return {**body, "phone": masked(body["phone"])}
     return body

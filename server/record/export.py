@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from server.accounts import Staff, StaffRole
 from server.config import Config
-from server.evidence import ADDED_KIND, EXTENSIONS, EvidenceStore
+from server.evidence import ADDED_KIND, EXTENSIONS, EvidenceStore, readable_body
 from server.record.store import CaseRecordStore, SessionShredded
 
 log = logging.getLogger("erv.record")
@@ -174,8 +174,7 @@ async def export_session(
                     "seq": e.header.seq, "at": e.header.at, "session": e.header.session_ref,
                     "kind": e.header.kind, "key_id": e.header.key_id,
                 },
-                "body": {k: v for k, v in e.body.items()
-                         if not (e.header.kind == ADDED_KIND and k == "key")},
+                "body": readable_body(e.header.kind, e.body),
             }
             for e in events
         ],
