@@ -14,6 +14,8 @@ from aiohttp import web
 from server import keys
 from server.accounts import Staff, StaffRole
 from server.auth import current_staff, require_role
+from server.outbox import READERS as OUTBOX_READERS
+from server.outbox import outbox_for
 from server.phone import masked
 from server.sessions import VideoSession
 from server.sms import ConsoleGateway
@@ -248,16 +250,14 @@ async def case_notes(request: web.Request) -> web.Response:
     return web.json_response({"case": case})
 
 
-@require_role(StaffRole.HANDLER, StaffRole.SUPERVISOR, StaffRole.ADMIN)
+@require_role(*OUTBOX_READERS)
 async def outbox(request: web.Request) -> web.Response:
+    """The texts of the sessions the reader may act on (server/outbox.py says who sees what)."""
     gateway = request.app[keys.SMS]
     if not isinstance(gateway, ConsoleGateway):
         return _error("not_console", "Texts go to real phones; there is no outbox.", 404)
-    return web.json_response({"messages": [
-        {"id": e.id, "to": e.to, "body": e.body, "reference": e.reference,
-         "created_at": e.created_at}
-        for e in gateway.entries()
-    ]})
+    shown = await outbox_for(request.app[keys.ROOM], gateway, _staff(request))
+    return web.json_response({"messages": [view.to_json() for view in shown]})
 
 
 def add_routes(app: web.Application) -> None:

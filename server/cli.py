@@ -38,6 +38,7 @@ from server.record import CaseRecordStore, rotate_key_file
 from server.record.export import ExportError, ExportResult, export_session, verify_export
 from server.record.retention import PurgeResult, RetentionError, RetentionStore
 from server.redis_link import StoreUnavailable
+from server.sms.console import exposure_warning
 from server.stores import Stores, stores_for
 from server.tls import ensure_dev_certificate, server_ssl_context
 
@@ -134,6 +135,9 @@ def _ask_password() -> str:
 
 
 def run(config: Config, demo: bool) -> None:
+    refusal = exposure_warning(config.public_url) if config.sms_gateway == "console" else None
+    if refusal and not config.sms_console_public:
+        raise ConfigError(refusal)
     if demo:
         for username, password in asyncio.run(demo_accounts(config)):
             print(f"demo account  {username:<11} password: {password}", flush=True)

@@ -104,6 +104,8 @@ class Config:
     login_lock_seconds: int = 900
 
     sms_gateway: str = "console"
+    # `erv run` refuses the console gateway on a non-loopback ERV_PUBLIC_URL unless this is set.
+    sms_console_public: bool = False
     sms_template: str = DEFAULT_SMS_TEMPLATE
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
@@ -167,6 +169,7 @@ class Config:
             login_max_failures=_int(env, "ERV_LOGIN_MAX_FAILURES", 5, minimum=1),
             login_lock_seconds=_int(env, "ERV_LOGIN_LOCK_SECONDS", 900, minimum=1),
             sms_gateway=_get(env, "ERV_SMS_GATEWAY", "console"),
+            sms_console_public=_bool(env, "ERV_SMS_CONSOLE_PUBLIC", False),
             sms_template=_get(env, "ERV_SMS_TEMPLATE", DEFAULT_SMS_TEMPLATE),
             twilio=TwilioSettings(
                 account_sid=_get(env, "ERV_TWILIO_ACCOUNT_SID", ""),

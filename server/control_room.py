@@ -138,7 +138,7 @@ class ControlRoom:
         body = render_sms(self.config.sms_template, link, max(1, self.config.invite_ttl // 60))
         try:
             receipt = await self.sms.send(
-                SmsMessage(await self._caller_number(session), body, invite.id)
+                SmsMessage(await self._caller_number(session), body, invite.id, session.id)
             )
         except SmsError as exc:
             log.warning("sms for invite %s failed: %s", invite.id, exc.code)

@@ -24,6 +24,8 @@ from server.auth import (
     set_session_cookie,
 )
 from server.control_room import ControlRoom
+from server.outbox import READERS as OUTBOX_READERS
+from server.outbox import outbox_for
 from server.phone import PhoneNumberError, masked
 from server.refusals import ControlRoomError
 from server.sessions import SessionInputError, VideoSession
@@ -259,11 +261,13 @@ async def supervisor(request: web.Request) -> web.StreamResponse:
     })
 
 
-@require_role(StaffRole.HANDLER, StaffRole.SUPERVISOR, StaffRole.ADMIN)
+@require_role(*OUTBOX_READERS)
 async def outbox(request: web.Request) -> web.StreamResponse:
-    """The console gateway's sent messages: the demo stand-in for the caller's phone."""
+    """The console gateway's sent messages: the demo stand-in for the caller's phone, each
+    reader seeing only what server/outbox.py lets them."""
     gateway = request.app[keys.SMS]
-    entries = gateway.entries() if isinstance(gateway, ConsoleGateway) else None
+    entries = (await outbox_for(request.app[keys.ROOM], gateway, _staff(request))
+               if isinstance(gateway, ConsoleGateway) else None)
     return aiohttp_jinja2.render_template("outbox.html", request, {"entries": entries})
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import aiohttp
 
 from server.config import Config
 from server.sms.base import SmsError, SmsGateway, SmsMessage, SmsReceipt, StatusListener
-from server.sms.console import ConsoleGateway, OutboxEntry
+from server.sms.console import ConsoleGateway, OutboxEntry, exposure_warning
 from server.sms.notify import NotifyGateway
 from server.sms.twilio import TwilioGateway, status_callback_handler
 
@@ -31,12 +32,17 @@ __all__ = [
 # Where the app must mount status_callback_handler for Twilio's delivery reports.
 TWILIO_STATUS_PATH = "/sms/twilio/status"
 
+log = logging.getLogger("erv.sms")
+
 _PLACEHOLDER = re.compile(r"\{(link|minutes)\}")
 
 
 def make_gateway(config: Config, session: aiohttp.ClientSession | None = None) -> SmsGateway:
     """The gateway config.sms_gateway names. A given session is used but not closed."""
     if config.sms_gateway == "console":
+        warning = exposure_warning(config.public_url)
+        if warning:
+            log.warning("%s", warning)
         return ConsoleGateway()
     if config.sms_gateway == "twilio":
         return TwilioGateway(

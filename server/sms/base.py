@@ -12,6 +12,7 @@ class SmsMessage:
     to: str  # E.164, e.g. +447700900123; never logged
     body: str  # contains the invite link; never logged
     reference: str  # our invite id: opaque, safe to log and to send to the provider
+    session_id: str = ""  # whose caller it is; kept by the console outbox, never sent
 
 
 @dataclass(frozen=True)

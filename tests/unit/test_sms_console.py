@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ from server.sms import (
     make_gateway,
     render_sms,
 )
+from server.sms.console import exposure_warning, is_loopback_url
 
 NUMBER = "+447700900123"
 BODY = "Here is the link you asked for: https://erv.example.org/j/SECRETLINK"
@@ -145,3 +147,26 @@ def test_make_gateway_notify() -> None:
 def test_make_gateway_unknown() -> None:
     with pytest.raises(ValueError, match="carrier-pigeon"):
         make_gateway(Config(sms_gateway="carrier-pigeon"))
+
+
+@pytest.mark.parametrize(("url", "loopback"), [
+    ("https://localhost:8443", True), ("http://127.0.0.1:8080", True),
+    ("http://127.9.9.9", True), ("https://[::1]:8443", True), ("https://app.localhost", True),
+    ("https://erv.example.org", False), ("https://10.0.0.5", False),
+    ("https://192.168.1.20:8443", False), ("https://[2001:db8::1]", False),
+    ("https://localhost.example.org", False),
+])
+def test_only_a_loopback_public_url_keeps_the_console_gateway_quiet(url: str,
+                                                                  loopback: bool) -> None:
+    assert is_loopback_url(url) is loopback
+    warning = exposure_warning(url)
+    assert (warning is None) is loopback
+    if warning:
+        assert "ERV_SMS_CONSOLE_PUBLIC" in warning and "/j/" not in warning
+
+
+def test_the_outbox_keeps_the_session_of_each_text() -> None:
+    gateway = ConsoleGateway()
+    asyncio.run(gateway.send(SmsMessage(NUMBER, BODY, "inv1", "session-1")))
+    [entry] = gateway.entries()
+    assert entry.session_id == "session-1"
