@@ -126,6 +126,11 @@ class Config:
     retention_days: int = 365  # `erv purge` shreds sessions idle longer than this
     purge_interval: int = 6 * 3600  # how often the running service purges by itself
     evidence_max_bytes: int = 20 * 1024 * 1024  # snapshots and caller uploads
+    # What one session may hold (snapshots and uploads by count; every kind by bytes), and
+    # how many uploads one sender (a caller's credential, a staff member) may send at once.
+    evidence_session_files: int = 30
+    evidence_session_bytes: int = 200 * 1024 * 1024
+    uploads_per_sender: int = 2
     # The fallback ladder's still pictures: how often the caller's page sends one when no
     # video path connects, and the largest accepted (a 640-pixel JPEG is about 40 KB).
     still_every: int = 3
@@ -196,6 +201,10 @@ class Config:
             purge_interval=_int(env, "ERV_PURGE_INTERVAL", 6 * 3600, minimum=1),
             evidence_max_bytes=_int(env, "ERV_EVIDENCE_MAX_BYTES", 20 * 1024 * 1024,
                                     minimum=1024),
+            evidence_session_files=_int(env, "ERV_EVIDENCE_SESSION_FILES", 30, minimum=1),
+            evidence_session_bytes=_int(env, "ERV_EVIDENCE_SESSION_BYTES", 200 * 1024 * 1024,
+                                        minimum=1024),
+            uploads_per_sender=_int(env, "ERV_UPLOADS_PER_SENDER", 2, minimum=1),
             still_every=_int(env, "ERV_STILL_EVERY", 3, minimum=1),
             still_max_bytes=_int(env, "ERV_STILL_MAX_BYTES", 512 * 1024, minimum=1024),
             redis_url=_secret(env, "ERV_REDIS_URL"),

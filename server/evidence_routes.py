@@ -2,10 +2,13 @@
 
 `POST /api/sessions/{id}/snapshots` (the session's handler) and `POST /j/upload` (the caller,
 `Authorization: Bearer <participant credential>`, cookieless so CSRF-exempt) take the raw
-file as the body; both answer `{id, sha256, size, content_type}`. The body is read in chunks
-and reading stops at the size limit (413, nothing stored); content that is not an accepted
-kind is refused 415. `GET /api/sessions/{id}/evidence/{evidence id}` (supervisor, auditor,
-the session's handler) notes a `record_read` on the record first, then sends the file.
+file as the body; both answer `{id, sha256, size, content_type}`. The body is sealed a chunk
+at a time as it arrives and reading stops at the size limit (413 `too_large`, nothing
+stored) or the session's quota (413 `quota_exceeded`); content that is not an accepted kind
+is refused 415. One sender (a caller's credential, a staff member) has at most
+`uploads_per_sender` uploads and stills arriving at once on a node; more get 429 `busy`.
+`GET /api/sessions/{id}/evidence/{evidence id}` (supervisor, auditor, the session's handler)
+notes a `record_read` on the record first, then sends the file, decrypted a chunk at a time.
 
 Still pictures are the fallback ladder's third rung: when no video path connects (or the
 browser has no WebRTC) the caller's page sends a camera frame every `still_every` seconds to
@@ -34,9 +37,11 @@ from server.evidence import (
     EvidenceNotFound,
     EvidenceStore,
     EvidenceTooLarge,
+    Quota,
+    QuotaExceeded,
     UnsupportedEvidence,
 )
-from server.invites import Credential, LinkRefused
+from server.invites import Credential, LinkRefused, secret_digest
 from server.record import SessionShredded
 from signaling.protocol import Role
 
@@ -53,6 +58,9 @@ TOO_LARGE = "This file is too large to send. Try a shorter video or a smaller ph
 UNSUPPORTED = "This kind of file cannot be sent. Photos (JPEG, PNG, WebP) and videos " \
               "(MP4, WebM) can."
 NOT_SIGNED_IN = "This link is no longer active, so the file was not sent."
+QUOTA = "This call has reached its limit for photos and videos, so this file was not sent. " \
+        "The files sent before it are safe."
+BUSY = "Another file is still being sent. Wait for it to finish, then send this one."
 
 
 def _error(code: str, message: str, status: int) -> web.Response:
@@ -60,7 +68,8 @@ def _error(code: str, message: str, status: int) -> web.Response:
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is known to be over `limit` bytes."""
+    """The body, or None as soon as it is known to be over `limit` bytes (stills only: they
+    are small, and kept whole for the staff watching)."""
     if request.content_length is not None and request.content_length > limit:
         return None
     parts: list[bytes] = []
@@ -73,20 +82,72 @@ async def _read_limited(request: web.Request, limit: int) -> bytes | None:
     return b"".join(parts)
 
 
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    """The body as it arrives, a chunk at a time: an upload is never held whole."""
+    while chunk := await request.content.read(CHUNK):
+        yield chunk
+
+
+class UploadGate:
+    """How many uploads each sender (a caller's credential, a staff member) has arriving at
+    this node at once; over the limit is refused 429, so one sender cannot fill the node's
+    memory, disk bandwidth or sockets with parallel uploads."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def enter(self, sender: str) -> bool:
+        if self._open.get(sender, 0) >= self.limit:
+            return False
+        self._open[sender] = self._open.get(sender, 0) + 1
+        return True
+
+    def leave(self, sender: str) -> None:
+        left = self._open.get(sender, 0) - 1
+        if left > 0:
+            self._open[sender] = left
+        else:
+            self._open.pop(sender, None)
+
+    def open_for(self, sender: str) -> int:
+        return self._open.get(sender, 0)
+
+
+UPLOAD_GATE: web.AppKey[UploadGate] = web.AppKey("upload_gate", UploadGate)
+
+
+def _busy() -> web.Response:
+    response = _error("busy", BUSY, 429)
+    response.headers["Retry-After"] = "2"
+    return response
+
+
+def caller_sender(credential: Credential) -> str:
+    """The gate's name for a caller: a digest of the credential, never the secret itself."""
+    return f"caller:{secret_digest(credential.token)}"
+
+
 async def _store(request: web.Request, session_id: str, kind: str,
-                 by: dict[str, Any]) -> web.Response:
+                 by: dict[str, Any], sender: str) -> web.Response:
     store = request.app[EVIDENCE]
-    data = await _read_limited(request, store.max_bytes)
-    if data is None:
-        return _error("too_large", TOO_LARGE, 413)
+    gate = request.app[UPLOAD_GATE]
+    if not gate.enter(sender):
+        return _busy()
     try:
-        evidence = await store.add(session_id, data, kind, by)
+        evidence = await store.add_stream(session_id, _body(request), kind, by,
+                                          expected=request.content_length)
     except EvidenceTooLarge:
         return _error("too_large", TOO_LARGE, 413)
+    except QuotaExceeded as exc:
+        log.info("evidence for session %s refused: %s", session_id, exc)
+        return _error("quota_exceeded", QUOTA, 413)
     except UnsupportedEvidence:
         return _error("unsupported_type", UNSUPPORTED, 415)
     except SessionShredded:
         return _error("purged", "This session was purged; nothing can be added.", 410)
+    finally:
+        gate.leave(sender)
     log.info("evidence %s (%s, %s, %d bytes) added to session %s", evidence.id, kind,
              evidence.content_type, evidence.size, session_id)
     return web.json_response(evidence.to_json(), status=201)
@@ -98,7 +159,8 @@ async def add_snapshot(request: web.Request) -> web.Response:
     assert session is not None
     staff = session.staff
     video = await request.app[keys.ROOM].own_session(staff, request.match_info["session_id"])
-    return await _store(request, video.id, "snapshot", {"by": staff.id, "role": "handler"})
+    return await _store(request, video.id, "snapshot", {"by": staff.id, "role": "handler"},
+                        f"staff:{staff.id}")
 
 
 async def _caller(request: web.Request) -> Credential | None:
@@ -117,7 +179,8 @@ async def add_upload(request: web.Request) -> web.Response:
     credential = await _caller(request)
     if credential is None:
         return _error("unauthorized", NOT_SIGNED_IN, 401)
-    return await _store(request, credential.session_id, "upload", {"role": credential.role})
+    return await _store(request, credential.session_id, "upload", {"role": credential.role},
+                        caller_sender(credential))
 
 
 class LiveStills:
@@ -179,21 +242,30 @@ async def add_still(request: web.Request) -> web.Response:
         response = _error("too_soon", "Still pictures are sent every few seconds.", 429)
         response.headers["Retry-After"] = str(max(1, round(wait)))
         return response
-    data = await _read_limited(request, config.still_max_bytes)
-    if data is None:
-        return _error("too_large", TOO_LARGE, 413)
-    store = request.app[EVIDENCE]
+    gate = request.app[UPLOAD_GATE]
+    sender = caller_sender(credential)
+    if not gate.enter(sender):
+        return _busy()
     try:
+        data = await _read_limited(request, config.still_max_bytes)
+        if data is None:
+            return _error("too_large", TOO_LARGE, 413)
+        store = request.app[EVIDENCE]
         if store.check(data, config.still_max_bytes) not in STILL_TYPES:
             return _error("unsupported_type", "Still pictures are JPEG, PNG or WebP.", 415)
         evidence = await store.add(credential.session_id, data, "still",
                                    {"role": credential.role}, config.still_max_bytes)
     except EvidenceTooLarge:
         return _error("too_large", TOO_LARGE, 413)
+    except QuotaExceeded as exc:
+        log.info("still for session %s refused: %s", credential.session_id, exc)
+        return _error("quota_exceeded", QUOTA, 413)
     except UnsupportedEvidence:
         return _error("unsupported_type", "Still pictures are JPEG, PNG or WebP.", 415)
     except SessionShredded:
         return _error("purged", "This session was purged; nothing can be added.", 410)
+    finally:
+        gate.leave(sender)
     stills.keep(evidence, data, now)
     await request.app[keys.ROOM].hub.broadcast(credential.session_id, {
         "type": "still", "id": evidence.id, "ts": time.time(), "size": evidence.size,
@@ -252,7 +324,8 @@ async def get_evidence(request: web.Request) -> web.StreamResponse:
         await request.app[keys.RECORD].append(
             video.id, "record_read", {"by": staff.id, "via": "evidence", "evidence": evidence_id}
         )
-        evidence, data = await store.read(video.id, evidence_id)
+        evidence, pieces = await store.stream(video.id, evidence_id)
+        first = await anext(pieces, b"")  # a file damaged from its start is refused cleanly
     except EvidenceNotFound:
         return _error("not_found", "No such evidence.", 404)
     except SessionShredded:
@@ -264,23 +337,42 @@ async def get_evidence(request: web.Request) -> web.StreamResponse:
         log.exception("evidence %s of session %s is damaged", evidence_id, video.id)
         return _error("damaged", "This file does not match its record and cannot be shown.",
                       500)
-    log.info("evidence %s of session %s read by staff %d", evidence_id, video.id, staff.id)
-    return web.Response(body=data, content_type=evidence.content_type, headers={
+    response = web.StreamResponse(headers={
+        "Content-Type": evidence.content_type,
         "Content-Disposition": f'attachment; filename="{evidence.filename}"',
         "Cache-Control": "no-store",
     })
+    response.content_length = evidence.size
+    await response.prepare(request)
+    try:
+        await response.write(first)
+        async for piece in pieces:  # decrypted a chunk at a time, never the whole file
+            await response.write(piece)
+    except EvidenceDamaged:
+        # Part was sent: cut the connection, so the reader gets a short file, never a
+        # complete-looking wrong one.
+        log.exception("evidence %s of session %s is damaged", evidence_id, video.id)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    log.info("evidence %s of session %s read by staff %d", evidence_id, video.id, staff.id)
+    return response
 
 
 async def _evidence_store(app: web.Application) -> AsyncIterator[None]:
     """Runs after the app's services are up (it needs the case record)."""
     config = app[keys.CONFIG]
-    app[EVIDENCE] = EvidenceStore(config.data_dir, app[keys.RECORD], config.evidence_max_bytes)
+    app[EVIDENCE] = EvidenceStore(
+        config.data_dir, app[keys.RECORD], config.evidence_max_bytes,
+        Quota(files=config.evidence_session_files, bytes=config.evidence_session_bytes))
     yield
 
 
 def add_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(_evidence_store)
     app[LIVE_STILLS] = LiveStills()
+    app[UPLOAD_GATE] = UploadGate(app[keys.CONFIG].uploads_per_sender)
     app.router.add_post("/api/sessions/{session_id}/snapshots", add_snapshot)
     app.router.add_post("/j/upload", add_upload)
     app.router.add_post("/j/still", add_still)

@@ -17,11 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from server.accounts import StaffRole
 from server.phone import masked
 from tests.support.live import LINK, LiveServer, free_port
+from tests.support.served import wait_until_answering
 
 E164_A, PHONE_A = "+447911123456", "07911 123456"
 E164_B, PHONE_B = "+447912654321", "07912 654321"
@@ -112,14 +111,8 @@ async def start_erv(tmp_path: Path, **env: str) -> tuple[int | None, str]:
                 if line.startswith("serving "):
                     break
         served = proc.returncode is None and bool(lines) and lines[-1].startswith("serving ")
-        if served:  # wait until it answers: start-up (and its log) is then done
-            async with aiohttp.ClientSession() as http:
-                for _ in range(100):
-                    try:
-                        async with http.get(f"http://127.0.0.1:{port}/healthz"):
-                            break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.1)
+        if served:
+            await wait_until_answering(f"http://127.0.0.1:{port}")
     finally:
         if proc.returncode is None:
             proc.terminate()
