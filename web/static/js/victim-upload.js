@@ -26,7 +26,10 @@ export class PhotoUpload {
         headers: { Authorization: `Bearer ${this.credential()}`, "Content-Type": file.type || "application/octet-stream" },
         body: file,
       });
+      const code = response.ok ? "" : ((await response.json().catch(() => ({}))).error || "");
       if (response.ok) key = "victim.upload.sent";
+      else if (code === "quota_exceeded") key = "victim.upload.quota";
+      else if (response.status === 429) key = "victim.upload.busy";
       else if (response.status === 413) key = "victim.upload.too_large";
       else if (response.status === 415) key = "victim.upload.unsupported";
     } catch {
