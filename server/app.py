@@ -14,10 +14,12 @@ import jinja2
 from aiohttp import web
 
 from server import api, evidence_routes, join, keys, pages, record_view
+from server.account_watch import watch_accounts
 from server.auth import csrf_exempt, staff_session_middleware
 from server.config import Config
 from server.contact_link_key import load_or_create_link_key
 from server.control_room import ControlRoom
+from server.device_cookies import DeviceCookies
 from server.metrics import Metrics
 from server.record.keys import LiveKeyWrap, service_keyring
 from server.record.retention import RetentionStore
@@ -112,8 +114,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.ENDPOINT] = endpoint
     app[keys.METRICS] = metrics
     loop = asyncio.get_running_loop()
+    app[keys.DEVICE_COOKIES] = DeviceCookies(service_keyring(config), config.secure_cookies)
     chores = [loop.create_task(_purge_periodically(config, stores.retention)),
-              loop.create_task(_sweep_rings_periodically(room))]
+              loop.create_task(_sweep_rings_periodically(room)),
+              loop.create_task(watch_accounts(stores.accounts, hub,
+                                              config.account_watch_interval))]
     yield
     for chore in chores:
         chore.cancel()

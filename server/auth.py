@@ -47,7 +47,8 @@ class StaffSession:
 class StaffSessionStore(Protocol):
     """What the rest of the service uses of a sign-in session store (SQLite or Redis).
 
-    Only the token's hash (`token_hash`) is stored; a session ends at its `expires_at`.
+    Only the token's hash (`token_hash`) is stored; a session ends at its `expires_at`, or
+    when the account's generation moves on (a password change or disable).
     """
 
     async def create(self, staff: Staff) -> tuple[str, StaffSession]: ...
@@ -68,9 +69,10 @@ class StaffSessions:
         csrf = secrets.token_urlsafe(32)
         now = time.time()
         await self.db.execute(
-            "INSERT INTO staff_sessions (token_hash, staff_id, csrf_token, created_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (token_hash(token), staff.id, csrf, now, now + self.ttl),
+            "INSERT INTO staff_sessions"
+            " (token_hash, staff_id, csrf_token, created_at, expires_at, generation)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (token_hash(token), staff.id, csrf, now, now + self.ttl, staff.generation),
         )
         return token, StaffSession(staff, csrf)
 
@@ -78,14 +80,15 @@ class StaffSessions:
         if not token or len(token) > 128:
             return None
         row = await self.db.fetchone(
-            "SELECT staff_id, csrf_token, expires_at FROM staff_sessions WHERE token_hash = ?",
+            "SELECT staff_id, csrf_token, expires_at, generation FROM staff_sessions"
+            " WHERE token_hash = ?",
             (token_hash(token),),
         )
         if row is None or row["expires_at"] < time.time():
             return None
         staff = await self.accounts.get(row["staff_id"])
-        if staff is None:
-            return None
+        if staff is None or staff.generation != row["generation"]:
+            return None  # disabled, or signed in before a password change
         return StaffSession(staff, row["csrf_token"])
 
     async def end(self, token: str) -> None:

@@ -2,7 +2,10 @@
 
     erv run [--demo]            serve HTTPS (dev certificate made if missing)
     erv add-user NAME ROLE      add a staff account (password asked for, or ERV_NEW_PASSWORD)
-    erv set-password NAME       change a password
+    erv set-password NAME       change a password (ends every sign-in of the account)
+    erv disable-user NAME       disable an account and end its sign-ins and sockets
+    erv enable-user NAME        enable a disabled account
+    erv unlock NAME             clear an account's sign-in throttle
     erv demo-accounts           create the demo handler, specialist, supervisor and auditor
     erv verify-record           check the case record's hash chain; exit 1 naming the break
     erv rotate-key              add a new master key; new records use it, old ones stay readable
@@ -34,6 +37,7 @@ from server.access_log import AccessLogger
 from server.accounts import AccountError, StaffRole
 from server.app import create_app
 from server.config import Config, ConfigError
+from server.process_hardening import disable_core_dumps, private_data_dir
 from server.record import CaseRecordStore, rotate_key_file
 from server.record.export import ExportError, ExportResult, export_session, verify_export
 from server.record.retention import PurgeResult, RetentionError, RetentionStore
@@ -75,6 +79,16 @@ async def _add_user(config: Config, username: str, name: str, role: str, passwor
 async def _set_password(config: Config, username: str, password: str) -> None:
     async with stores_for(config) as stores:
         await stores.accounts.set_password(username, password)
+
+
+async def _set_disabled(config: Config, username: str, disabled: bool) -> None:
+    async with stores_for(config) as stores:
+        await stores.accounts.set_disabled(username, disabled)
+
+
+async def _unlock(config: Config, username: str) -> None:
+    async with stores_for(config) as stores:
+        await stores.accounts.unlock(username)
 
 
 async def _with_record(config: Config, command: Callable[[Stores], Awaitable[T]]) -> T:
@@ -135,6 +149,9 @@ def _ask_password() -> str:
 
 
 def run(config: Config, demo: bool) -> None:
+    # Before any key is loaded: no core file, no reading this process's memory.
+    disable_core_dumps()
+    private_data_dir(config.data_dir)
     refusal = exposure_warning(config.public_url) if config.sms_gateway == "console" else None
     if refusal and not config.sms_console_public:
         raise ConfigError(refusal)
@@ -189,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add.add_argument("--name", default="", help="display name")
     setpw = commands.add_parser("set-password", help="change a staff password")
     setpw.add_argument("username")
+    for name, text in (("disable-user", "disable an account and end its sign-ins"),
+                       ("enable-user", "enable a disabled account"),
+                       ("unlock", "clear an account's sign-in throttle")):
+        commands.add_parser(name, help=text).add_argument("username")
     commands.add_parser("demo-accounts", help="create the demo staff accounts")
     commands.add_parser("verify-record", help="verify the case record's hash chain")
     commands.add_parser("rotate-key", help="add a new case-record master key")
@@ -223,7 +244,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"added {args.username} ({args.role})")
         elif args.command == "set-password":
             asyncio.run(_set_password(config, args.username, _ask_password()))
-            print(f"password changed for {args.username}")
+            print(f"password changed for {args.username}; every sign-in of it has ended")
+        elif args.command in ("disable-user", "enable-user"):
+            disable = args.command == "disable-user"
+            asyncio.run(_set_disabled(config, args.username, disable))
+            print(f"{args.username} disabled; every sign-in of it has ended" if disable
+                  else f"{args.username} enabled")
+        elif args.command == "unlock":
+            asyncio.run(_unlock(config, args.username))
+            print(f"sign-in throttle cleared for {args.username}")
         elif args.command == "verify-record":
             return asyncio.run(_with_record(config, lambda b: _verify_record(b.record)))
         elif args.command == "rotate-key":

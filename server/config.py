@@ -100,8 +100,15 @@ class Config:
     specialist_ring: int = 45
     staff_session_ttl: int = 12 * 3600
 
+    # Sign-in throttling (server.throttle): recent failures allowed per account name from
+    # browsers without its device cookie (and per device cookie), per client address, and
+    # how many seconds every count takes to halve. Never a lock-out of the right password
+    # from a browser that signed in before.
     login_max_failures: int = 5
-    login_lock_seconds: int = 900
+    login_client_max_failures: int = 20
+    login_decay_seconds: int = 600
+    scrypt_n: int = 2**17  # the password hash's cost (OWASP: 2^17); old hashes rehashed
+    account_watch_interval: float = 1.0  # seconds between checks for cut-off accounts
 
     sms_gateway: str = "console"
     # `erv run` refuses the console gateway on a non-loopback ERV_PUBLIC_URL unless this is set.
@@ -172,7 +179,10 @@ class Config:
             specialist_ring=_int(env, "ERV_SPECIALIST_RING", 45, minimum=1),
             staff_session_ttl=_int(env, "ERV_STAFF_SESSION_TTL", 12 * 3600, minimum=60),
             login_max_failures=_int(env, "ERV_LOGIN_MAX_FAILURES", 5, minimum=1),
-            login_lock_seconds=_int(env, "ERV_LOGIN_LOCK_SECONDS", 900, minimum=1),
+            login_client_max_failures=_int(env, "ERV_LOGIN_CLIENT_MAX_FAILURES", 20,
+                                           minimum=1),
+            login_decay_seconds=_int(env, "ERV_LOGIN_DECAY_SECONDS", 600, minimum=1),
+            scrypt_n=_int(env, "ERV_SCRYPT_N", 2**17, minimum=2**10),
             sms_gateway=_get(env, "ERV_SMS_GATEWAY", "console"),
             sms_console_public=_bool(env, "ERV_SMS_CONSOLE_PUBLIC", False),
             sms_template=_get(env, "ERV_SMS_TEMPLATE", DEFAULT_SMS_TEMPLATE),
@@ -241,6 +251,8 @@ class Config:
             )
         if not self.quick_exit_url.startswith(("https://", "http://")):
             raise ConfigError("ERV_QUICK_EXIT_URL must be an http(s) address")
+        if self.scrypt_n & (self.scrypt_n - 1):
+            raise ConfigError(f"ERV_SCRYPT_N must be a power of two, got {self.scrypt_n}")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("ERV_REDIS_URL must start with redis://, rediss:// or unix://")
         if self.turn_urls and not self.turn_secret:

@@ -8,6 +8,7 @@ function on that thread inside BEGIN IMMEDIATE ... COMMIT.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -107,6 +108,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE video_sessions ADD COLUMN phone_line INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE video_sessions ADD COLUMN caller_facts TEXT NOT NULL DEFAULT '{}';
     """,
+    # Sign-in throttling by decaying counts (server.throttle; failed_logins and locked_until
+    # are no longer used), and account generations: a password change or disable raises it
+    # and every sign-in made under an older one is void.
+    """
+    CREATE TABLE sign_in_throttle (
+        key TEXT PRIMARY KEY,
+        score REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    ALTER TABLE staff ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE staff_sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
@@ -123,7 +136,10 @@ class Database:
 
     def _open_sync(self) -> None:
         if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Private from the start: SQLite gives its -wal and -shm files the same mode.
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(self.path, 0o600)
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")

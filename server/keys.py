@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from server.accounts import StaffAccountStore
     from server.auth import StaffSessionStore
     from server.control_room import ControlRoom
+    from server.device_cookies import DeviceCookies
     from server.metrics import Metrics
     from server.record import CaseRecordStore
     from server.sms import SmsGateway
@@ -29,3 +30,4 @@ ROOM: web.AppKey[ControlRoom] = web.AppKey("room")
 ENDPOINT: web.AppKey[SignalingEndpoint] = web.AppKey("endpoint")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 RECORD: web.AppKey[CaseRecordStore] = web.AppKey("record")
+DEVICE_COOKIES: web.AppKey[DeviceCookies] = web.AppKey("device_cookies")

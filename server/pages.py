@@ -97,17 +97,42 @@ async def login_page(request: web.Request) -> dict[str, Any]:
     return {"error": None, "username": ""}
 
 
+THROTTLED = ("Too many tries to sign in as this user from here. Wait {minutes}, or sign in "
+             "from a browser you have used here before.")
+
+
+def _minutes(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    return "a minute" if minutes == 1 else f"{minutes} minutes"
+
+
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     username = str(form.get("username", ""))[:64]
     password = str(form.get("password", ""))
-    result = await request.app[keys.ACCOUNTS].sign_in(username, password)
+    devices = request.app[keys.DEVICE_COOKIES]
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    result = await request.app[keys.ACCOUNTS].sign_in(
+        username, password, client=request.remote or "",
+        device=devices.device_for(request, username),
+    )
+    if result.throttled:
+        log.info("sign-in throttled")
+        message = THROTTLED.format(minutes=_minutes(result.retry_after))
+        headers = {"Retry-After": str(int(result.retry_after))}
+        if wants_json:
+            return web.json_response({"error": "sign_in_throttled", "message": message,
+                                      "retry_after": int(result.retry_after)},
+                                     status=429, headers=headers)
+        page = aiohttp_jinja2.render_template(
+            "login.html", request, {"error": message, "username": username}, status=429)
+        page.headers.update(headers)
+        return page
     if result.staff is None:
-        # The pause grows with each failure; it slows guessing, not other people.
+        # The pause grows with each recent failure; it slows guessing, not other people.
         await asyncio.sleep(result.delay)
-        log.info("sign-in refused%s", " (account locked)" if result.locked else "")
-        wants_json = "application/json" in request.headers.get("Accept", "")
-        message = "That username and password did not work, or the account is locked for a while."
+        log.info("sign-in refused")
+        message = "That username and password did not work."
         if wants_json:
             return web.json_response({"error": "sign_in_failed", "message": message}, status=401)
         return aiohttp_jinja2.render_template(
@@ -116,7 +141,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     token, session = await request.app[keys.STAFF_SESSIONS].create(result.staff)
     log.info("staff %d signed in", result.staff.id)
     response: web.StreamResponse
-    if "application/json" in request.headers.get("Accept", ""):
+    if wants_json:
         response = web.json_response({
             "username": result.staff.username, "role": result.staff.role.value,
             "csrf_token": session.csrf_token,
@@ -124,6 +149,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     else:
         response = see_other(HOME_BY_ROLE[result.staff.role])
     set_session_cookie(response, request.app[keys.CONFIG], token)
+    devices.issue(request, response, result.staff.username)
     return response
 
 

@@ -24,6 +24,7 @@ from server.record.retention import Retention, RetentionStore
 from server.redis_link import check_persistence, redis_client, wait_for_redis
 from server.sessions import VideoSessions, VideoSessionStore
 from server.specialists import InvitationStore, SpecialistInvitations
+from server.throttle import ThrottlePolicy
 
 
 @dataclass
@@ -46,10 +47,19 @@ class Stores:
             await closer()
 
 
+def throttle_policy(config: Config) -> ThrottlePolicy:
+    return ThrottlePolicy(
+        account_limit=config.login_max_failures,
+        client_limit=config.login_client_max_failures,
+        device_limit=config.login_max_failures,
+        half_life=float(config.login_decay_seconds),
+    )
+
+
 async def _sqlite_stores(config: Config) -> Stores:
     db = Database(config.db_path)
     await db.open()
-    accounts = StaffAccounts(db, config.login_max_failures, config.login_lock_seconds)
+    accounts = StaffAccounts(db, throttle_policy(config), config.scrypt_n)
     record = SqliteCaseRecordStore(db, service_keyring(config))
     await record.open()
     retention = Retention(db, record, config.data_dir / "evidence")
@@ -86,7 +96,7 @@ async def _redis_stores(config: Config, *, check_durability: bool = True) -> Sto
         await client.aclose()
         raise
     prefix = config.redis_prefix
-    accounts = RedisStaffAccounts(client, config.login_max_failures, config.login_lock_seconds,
+    accounts = RedisStaffAccounts(client, throttle_policy(config), config.scrypt_n,
                                   prefix=prefix)
     record = RedisCaseRecordStore(client, service_keyring(config), prefix=prefix)
     sessions = RedisVideoSessions(client, prefix=prefix)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,8 +12,11 @@ import pytest
 from playwright.async_api import Playwright, async_playwright
 
 from tests.support.browser import CHROMIUM
-from tests.support.live import LiveServer, start_server
+from tests.support.live import TEST_SCRYPT_N, LiveServer, start_server
 from tests.support.redis_server import RedisServer
+
+# `erv` run by tests (in-process or as a child) hashes at a test cost, not OWASP's 2^17.
+os.environ.setdefault("ERV_SCRYPT_N", str(TEST_SCRYPT_N))
 
 
 @pytest.fixture(scope="session")

@@ -6,83 +6,88 @@ the data lives differs. Keys, after the prefix (`erv:` by default):
     staff:next_id          counter giving each new account its integer id
     staff:usernames        hash: lower-cased username -> id (a disabled account keeps its name)
     staff:<id>             hash: username, display_name, role, password_hash, disabled,
-                           failed_logins, locked_until, available, available_since, created_at
+                           generation, available, available_since, created_at
+    staff:generations      hash: id -> generation (what every node watches for cut-offs)
     staff:available        set of the ids that said they are available (any role)
-    staff_session:<sha256> hash: staff_id, csrf_token, created_at, expires_at; Redis TTL = ttl
+    staff_session:<sha256> hash: staff_id, csrf_token, created_at, expires_at, generation;
+                           Redis TTL = ttl
+    throttle:<sha256>      sign-in failure counts (server.redis_backend.throttle)
 
-Adding an account, counting a failed sign-in and changing availability are Lua scripts, so two
-nodes can never both take a username, and a parallel wrong guess can never undo a lock.
-Timestamps are written as Python's `repr` of the float (read back exactly); Lua only compares
-them, never formats them.
+Adding an account, a password change or disable (which raise the generation) and changing
+availability are Lua scripts, so two nodes can never both take a username. Timestamps are
+written as Python's `repr` of the float (read back exactly); Lua only compares them, never
+formats them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 
 import redis.asyncio as aioredis
 
-from server import accounts as rules
 from server.accounts import (
+    SCRYPT_N,
+    SignInRules,
     Staff,
     StaffAccountStore,
     StaffRole,
     check_new_account,
-    check_password,
-    failure_delay,
-    hash_password,
     no_such_account,
     normalize_username,
     username_taken,
     validate_password,
 )
 from server.auth import StaffSession, token_hash
+from server.redis_backend.throttle import RedisThrottle
+from server.throttle import ThrottlePolicy
 
 Fields = dict[str, str]
 
-# KEYS: usernames, next_id. ARGV: username, staff key prefix, display name, role, password
-# hash, created_at. The account's own key is built here from the new id (single Redis only).
+# KEYS: usernames, next_id, generations. ARGV: username, staff key prefix, display name, role,
+# password hash, created_at. The account's own key is built here from the new id (single
+# Redis only).
 _ADD = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 local id = redis.call('INCR', KEYS[2])
 redis.call('HSET', ARGV[2] .. id,
   'username', ARGV[1], 'display_name', ARGV[3], 'role', ARGV[4], 'password_hash', ARGV[5],
-  'disabled', '0', 'failed_logins', '0', 'locked_until', '0', 'available', '0',
-  'available_since', '0', 'created_at', ARGV[6])
+  'disabled', '0', 'generation', '0', 'available', '0', 'available_since', '0',
+  'created_at', ARGV[6])
 redis.call('HSET', KEYS[1], ARGV[1], id)
+redis.call('HSET', KEYS[3], id, '0')
 return id
 """
 
-# KEYS: usernames. ARGV: username, staff key prefix, password hash.
-_CHANGE_HASH_LUA = """
+# KEYS: usernames, generations, available set. ARGV: username, staff key prefix, what
+# ('password' or 'disable'), the new password hash. Raises the generation; returns the id or 0.
+_CUT_OFF = """
 local id = redis.call('HGET', KEYS[1], ARGV[1])
 if not id then return 0 end
-redis.call('HSET', ARGV[2] .. id,
-  'password_hash', ARGV[3], 'failed_logins', '0', 'locked_until', '0')
+local key = ARGV[2] .. id
+if ARGV[3] == 'password' then
+  redis.call('HSET', key, 'password_hash', ARGV[4])
+else
+  redis.call('HSET', key, 'disabled', '1', 'available', '0')
+  redis.call('SREM', KEYS[3], id)
+end
+local generation = redis.call('HINCRBY', key, 'generation', 1)
+redis.call('HSET', KEYS[2], id, generation)
+return tonumber(id)
+"""
+
+# KEYS: usernames. ARGV: username, staff key prefix.
+_ENABLE = """
+local id = redis.call('HGET', KEYS[1], ARGV[1])
+if not id then return 0 end
+redis.call('HSET', ARGV[2] .. id, 'disabled', '0')
 return 1
 """
 
-# KEYS: the account. ARGV: now, max_failures, the lock's end (now + lock_seconds).
-# Returns {failures, locked}. As SQLite's record_failure: a lock already in force is kept.
-_RECORD_FAILURE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {1, 0} end
-local locked_until = tonumber(redis.call('HGET', KEYS[1], 'locked_until')) or 0
-if locked_until > tonumber(ARGV[1]) then return {tonumber(ARGV[2]), 1} end
-local failures = (tonumber(redis.call('HGET', KEYS[1], 'failed_logins')) or 0) + 1
-if failures >= tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], 'failed_logins', '0', 'locked_until', ARGV[3])
-  return {failures, 1}
-end
-redis.call('HSET', KEYS[1], 'failed_logins', tostring(failures), 'locked_until', '0')
-return {failures, 0}
-"""
-
-# KEYS: the account. Clears the failure record of an account that exists (never creates one).
-_RESET_FAILURES = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'failed_logins', '0', 'locked_until', '0')
+# KEYS: the account. ARGV: the hash read at sign-in, its stronger replacement.
+_REHASH = """
+if redis.call('HGET', KEYS[1], 'password_hash') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'password_hash', ARGV[2])
 return 1
 """
 
@@ -113,6 +118,7 @@ def _staff(staff_id: int, fields: Fields) -> Staff:
         display_name=fields["display_name"],
         role=StaffRole(fields["role"]),
         available=fields.get("available") == "1",
+        generation=int(fields.get("generation", "0")),
     )
 
 
@@ -120,27 +126,28 @@ def _active(fields: Fields) -> bool:
     return bool(fields) and fields.get("disabled", "0") == "0"
 
 
-class RedisStaffAccounts:
+class RedisStaffAccounts(SignInRules):
     """`StaffAccounts` in Redis: same methods, answers, errors and throttling."""
 
     def __init__(
         self,
         redis: aioredis.Redis,
-        max_failures: int = 5,
-        lock_seconds: int = 900,
+        policy: ThrottlePolicy | None = None,
+        scrypt_n: int = SCRYPT_N,
         prefix: str = "erv:",
     ) -> None:
         self.redis = redis
-        self.max_failures = max_failures
-        self.lock_seconds = lock_seconds
+        self._init_rules(policy, scrypt_n)
+        self.throttle = RedisThrottle(redis, self.policy.half_life, prefix=prefix)
         self.prefix = prefix
         self._usernames = f"{prefix}staff:usernames"
         self._next_id = f"{prefix}staff:next_id"
+        self._generations = f"{prefix}staff:generations"
         self._available = f"{prefix}staff:available"
         self._add = redis.register_script(_ADD)
-        self._set_password = redis.register_script(_CHANGE_HASH_LUA)
-        self._record_failure = redis.register_script(_RECORD_FAILURE)
-        self._reset_failures = redis.register_script(_RESET_FAILURES)
+        self._cut = redis.register_script(_CUT_OFF)
+        self._enable = redis.register_script(_ENABLE)
+        self._rehash = redis.register_script(_REHASH)
         self._set_available = redis.register_script(_SET_AVAILABLE)
 
     def _key(self, staff_id: int) -> str:
@@ -157,10 +164,10 @@ class RedisStaffAccounts:
         self, username: str, display_name: str, role: StaffRole | str, password: str
     ) -> Staff:
         new = check_new_account(username, display_name, role, password)
-        password_hash = await asyncio.to_thread(hash_password, password)
+        password_hash = await self.hash_new(password)
         staff_id = int(
             await self._add(
-                keys=[self._usernames, self._next_id],
+                keys=[self._usernames, self._next_id, self._generations],
                 args=[new.username, f"{self.prefix}staff:", new.display_name, new.role.value,
                       password_hash, repr(time.time())],
             )
@@ -169,15 +176,46 @@ class RedisStaffAccounts:
             raise username_taken(new.username)
         return Staff(staff_id, new.username, new.display_name, new.role)
 
-    async def set_password(self, username: str, password: str) -> None:
-        validate_password(password)
-        password_hash = await asyncio.to_thread(hash_password, password)
-        changed = await self._set_password(
-            keys=[self._usernames],
-            args=[normalize_username(username), f"{self.prefix}staff:", password_hash],
+    async def _cut_off(self, username: str, what: str, password_hash: str = "") -> None:
+        changed = await self._cut(
+            keys=[self._usernames, self._generations, self._available],
+            args=[normalize_username(username), f"{self.prefix}staff:", what, password_hash],
         )
         if not changed:
             raise no_such_account(username)
+
+    async def set_password(self, username: str, password: str) -> None:
+        validate_password(password)
+        await self._cut_off(username, "password", await self.hash_new(password))
+        await self._clear_account_throttle(username)
+
+    async def set_disabled(self, username: str, disabled: bool) -> None:
+        if disabled:
+            await self._cut_off(username, "disable")
+            return
+        changed = await self._enable(keys=[self._usernames],
+                                     args=[normalize_username(username), f"{self.prefix}staff:"])
+        if not changed:
+            raise no_such_account(username)
+
+    async def unlock(self, username: str) -> None:
+        if await self._id_of(username) is None:
+            raise no_such_account(username)
+        await self._clear_account_throttle(username)
+
+    async def generations(self) -> dict[int, int]:
+        raw = await self.redis.hgetall(self._generations)
+        return {int(k): int(v) for k, v in _decode(raw).items()}
+
+    async def _credentials(self, username: str) -> tuple[Staff, str] | None:
+        staff_id = await self._id_of(username)
+        fields = await self._fields(staff_id) if staff_id is not None else {}
+        if staff_id is None or not _active(fields):
+            return None
+        return _staff(staff_id, fields), fields["password_hash"]
+
+    async def _store_hash(self, staff_id: int, old: str, new: str) -> None:
+        await self._rehash(keys=[self._key(staff_id)], args=[old, new])
 
     async def get(self, staff_id: int) -> Staff | None:
         fields = await self._fields(staff_id)
@@ -189,30 +227,6 @@ class RedisStaffAccounts:
 
     async def exists(self, username: str) -> bool:
         return await self.by_username(username) is not None
-
-    async def sign_in(
-        self, username: str, password: str, now: float | None = None
-    ) -> rules.SignInResult:
-        now = time.time() if now is None else now
-        if len(password) > rules.MAX_PASSWORD_LENGTH:
-            return rules.SignInResult(None, rules.MAX_DELAY)
-        staff_id = await self._id_of(username)
-        fields = await self._fields(staff_id) if staff_id is not None else {}
-        if staff_id is None or not _active(fields):
-            # Verified all the same, so an unknown name takes as long as a wrong password.
-            await asyncio.to_thread(check_password, password, rules._DUMMY_HASH)
-            return rules.SignInResult(None, failure_delay(1))
-        ok = await asyncio.to_thread(check_password, password, fields["password_hash"])
-        if float(fields.get("locked_until", "0")) > now:
-            return rules.SignInResult(None, rules.MAX_DELAY, locked=True)
-        if ok:
-            await self._reset_failures(keys=[self._key(staff_id)])
-            return rules.SignInResult(_staff(staff_id, fields), 0.0)
-        failures, locked = await self._record_failure(
-            keys=[self._key(staff_id)],
-            args=[repr(now), self.max_failures, repr(now + self.lock_seconds)],
-        )
-        return rules.SignInResult(None, failure_delay(int(failures)), locked=bool(locked))
 
     async def set_available(self, staff_id: int, available: bool) -> None:
         await self._set_available(
@@ -262,6 +276,7 @@ class RedisStaffSessions:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={
                 "staff_id": str(staff.id),
+                "generation": str(staff.generation),
                 "csrf_token": csrf,
                 "created_at": repr(now),
                 "expires_at": repr(now + self.ttl),
@@ -273,16 +288,16 @@ class RedisStaffSessions:
     async def lookup(self, token: str) -> StaffSession | None:
         if not token or len(token) > 128:
             return None
-        staff_id, csrf, expires_at = await self.redis.hmget(
-            self._key(token), ["staff_id", "csrf_token", "expires_at"]
+        staff_id, csrf, expires_at, generation = await self.redis.hmget(
+            self._key(token), ["staff_id", "csrf_token", "expires_at", "generation"]
         )
         if staff_id is None or csrf is None or expires_at is None:
             return None
         if float(expires_at) < time.time():
             return None
         staff = await self.accounts.get(int(staff_id))
-        if staff is None:
-            return None
+        if staff is None or staff.generation != int(generation or 0):
+            return None  # disabled, or signed in before a password change
         return StaffSession(staff, csrf.decode() if isinstance(csrf, bytes) else csrf)
 
     async def end(self, token: str) -> None:

@@ -22,6 +22,7 @@ from server.config import Config
 from tests.support.redis_server import RedisServer
 
 PASSWORD = "correct horse battery staple"
+TEST_SCRYPT_N = 2**11
 LINK = re.compile(r"/j/([A-Za-z0-9_\-]+)")
 
 
@@ -144,6 +145,7 @@ async def start_server(tmp_path: Path, **overrides: Any) -> LiveServer:
         "data_dir": tmp_path / "data",
         "tls": False,
         "secure_cookies": False,
+        "scrypt_n": TEST_SCRYPT_N,  # OWASP's 2^17 takes a second a hash; tests need many
     }
     config = replace(Config(), **{**settings, **overrides})
     app = create_app(config)

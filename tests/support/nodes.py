@@ -20,7 +20,7 @@ from server.accounts import StaffRole
 from server.config import Config
 from server.record.crypto import load_or_create_keyring
 from server.stores import open_stores
-from tests.support.live import LINK, PASSWORD, StaffClient, free_port
+from tests.support.live import LINK, PASSWORD, TEST_SCRYPT_N, StaffClient, free_port
 from tests.support.redis_server import RedisServer
 
 ERV = Path(sys.executable).with_name("erv")
@@ -152,6 +152,7 @@ async def start_cluster(folder: Path, count: int, **env: str) -> Cluster:
         "ERV_RECORD_KEY_FILE": str(keys_file),
         "ERV_CONTACT_LINK_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "ERV_LOG_LEVEL": "INFO",
+        "ERV_SCRYPT_N": str(TEST_SCRYPT_N),
         **env,
     }
     nodes = []
@@ -166,6 +167,7 @@ async def start_cluster(folder: Path, count: int, **env: str) -> Cluster:
         node.start()
     cluster = Cluster(redis, nodes, replace(
         Config(), redis_url=redis.url, data_dir=folder / "node1", record_key_file=keys_file,
+        scrypt_n=TEST_SCRYPT_N,
     ))
     try:
         await asyncio.gather(*(node.ready() for node in nodes))

@@ -1,7 +1,7 @@
 """Both staff stores (SQLite and Redis) behind one face, for contract tests.
 
 A backend builds the account and session stores and answers the few questions a test needs to
-ask of what is stored (failure counter, password hash, every byte persisted) in its own way.
+ask of what is stored (password hash, every byte persisted) in its own way.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from server.accounts import StaffAccounts
 from server.auth import StaffSessions
 from server.db import Database
 from server.redis_backend.accounts import RedisStaffAccounts, RedisStaffSessions
+from server.throttle import ThrottlePolicy
 from tests.support.call_stores import redis_contents
+from tests.support.live import TEST_SCRYPT_N
 from tests.support.redis_server import RedisServer
 from tests.support.unit_db import database_bytes
 
@@ -29,13 +31,11 @@ class StaffBackend(ABC):
     name: str
 
     @abstractmethod
-    def accounts(self, max_failures: int = 5, lock_seconds: int = 900) -> AnyAccounts: ...
+    def accounts(self, policy: ThrottlePolicy | None = None,
+                 scrypt_n: int = TEST_SCRYPT_N) -> AnyAccounts: ...
 
     @abstractmethod
     def sessions(self, accounts: AnyAccounts, ttl: int) -> AnySessions: ...
-
-    @abstractmethod
-    async def failed_logins(self, username: str) -> tuple[int, float]: ...
 
     @abstractmethod
     async def password_hash(self, staff_id: int) -> str | None: ...
@@ -61,19 +61,13 @@ class SqliteStaffBackend(StaffBackend):
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def accounts(self, max_failures: int = 5, lock_seconds: int = 900) -> AnyAccounts:
-        return StaffAccounts(self.db, max_failures, lock_seconds)
+    def accounts(self, policy: ThrottlePolicy | None = None,
+                 scrypt_n: int = TEST_SCRYPT_N) -> AnyAccounts:
+        return StaffAccounts(self.db, policy, scrypt_n)
 
     def sessions(self, accounts: AnyAccounts, ttl: int) -> AnySessions:
         assert isinstance(accounts, StaffAccounts)
         return StaffSessions(self.db, accounts, ttl)
-
-    async def failed_logins(self, username: str) -> tuple[int, float]:
-        row = await self.db.fetchone(
-            "SELECT failed_logins, locked_until FROM staff WHERE username = ?", (username,)
-        )
-        assert row is not None
-        return int(row["failed_logins"]), float(row["locked_until"])
 
     async def password_hash(self, staff_id: int) -> str | None:
         row = await self.db.fetchone("SELECT password_hash FROM staff WHERE id = ?", (staff_id,))
@@ -101,23 +95,15 @@ class RedisStaffBackend(StaffBackend):
         self.client = client
         self.server = server
 
-    def accounts(self, max_failures: int = 5, lock_seconds: int = 900) -> AnyAccounts:
-        return RedisStaffAccounts(self.client, max_failures, lock_seconds, prefix=PREFIX)
+    def accounts(self, policy: ThrottlePolicy | None = None,
+                 scrypt_n: int = TEST_SCRYPT_N) -> AnyAccounts:
+        return RedisStaffAccounts(self.client, policy, scrypt_n, prefix=PREFIX)
 
     def sessions(self, accounts: AnyAccounts, ttl: int) -> AnySessions:
         return RedisStaffSessions(self.client, accounts, ttl, prefix=PREFIX)
 
     def staff_key(self, staff_id: int) -> str:
         return f"{PREFIX}staff:{staff_id}"
-
-    async def failed_logins(self, username: str) -> tuple[int, float]:
-        staff_id = await self.client.hget(f"{PREFIX}staff:usernames", username)
-        assert staff_id is not None
-        failures, locked_until = await self.client.hmget(
-            self.staff_key(int(staff_id)), ["failed_logins", "locked_until"]
-        )
-        assert failures is not None and locked_until is not None
-        return int(failures), float(locked_until)
 
     async def password_hash(self, staff_id: int) -> str | None:
         raw = await self.client.hget(self.staff_key(staff_id), "password_hash")
@@ -145,3 +131,4 @@ async def redis_client(url: str) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
+

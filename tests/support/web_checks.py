@@ -11,7 +11,7 @@ from aiohttp import ClientResponse, web
 
 from server.app import create_app
 from server.config import Config
-from tests.support.live import LiveServer, free_port
+from tests.support.live import TEST_SCRYPT_N, LiveServer, free_port
 
 TRACEBACK_WORDS = ("Traceback", "Exception", "File \"", "Error:", "aiohttp", "sqlite", "server/")
 LINE_NUMBER = re.compile(r"line \d+")
@@ -76,6 +76,7 @@ async def start_server_with(tmp_path: Path, **overrides: Any) -> LiveServer:
         data_dir=tmp_path / "data",
         tls=False,
         secure_cookies=False,
+        scrypt_n=TEST_SCRYPT_N,
     )
     config = replace(base, **overrides)
     app = create_app(config)

@@ -44,7 +44,9 @@ def test_empty_environment_gives_the_defaults() -> None:
         Path("certs/dev-cert.pem"), Path("certs/dev-key.pem")
     )
     assert (config.invite_ttl, config.credential_ttl, config.resume_window) == (600, 14400, 60)
-    assert (config.login_max_failures, config.login_lock_seconds) == (5, 900)
+    assert (config.login_max_failures, config.login_client_max_failures,
+            config.login_decay_seconds) == (5, 20, 600)
+    assert config.scrypt_n == 2**17
     assert config.sms_gateway == "console"
     assert config.sms_template == DEFAULT_SMS_TEMPLATE
     assert (config.stun_urls, config.turn_urls, config.turn_secret) == ((), (), "")
@@ -113,6 +115,8 @@ def test_booleans(raw: str, value: bool) -> None:
         ({"ERV_HEARTBEAT": "soon"}, "ERV_HEARTBEAT"),
         ({"ERV_SPECIALIST_RING": "0"}, "ERV_SPECIALIST_RING"),
         ({"ERV_LOGIN_MAX_FAILURES": "0"}, "ERV_LOGIN_MAX_FAILURES"),
+        ({"ERV_SCRYPT_N": "3000"}, "ERV_SCRYPT_N"),
+        ({"ERV_SCRYPT_N": "512"}, "ERV_SCRYPT_N"),
         ({"ERV_TURN_TTL": "59"}, "ERV_TURN_TTL"),
         ({"ERV_TLS": "maybe"}, "ERV_TLS"),
         ({"ERV_SECURE_COOKIES": "2"}, "ERV_SECURE_COOKIES"),

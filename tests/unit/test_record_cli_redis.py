@@ -16,6 +16,7 @@ from server.record.keys import service_keyring
 from server.redis_backend.accounts import RedisStaffAccounts
 from server.redis_backend.calls import RedisVideoSessions
 from server.redis_backend.record import RedisCaseRecordStore
+from tests.support.live import TEST_SCRYPT_N
 from tests.support.record import redis_client, run_erv
 from tests.support.redis_server import RedisServer
 
@@ -28,8 +29,8 @@ async def populate(url: str, data_dir: Path) -> list[str]:
     """An auditor and three sessions, ten days apart, in Redis; returns the session ids."""
     client = redis_client(url)
     try:
-        await RedisStaffAccounts(client).add("audrey", "Audrey", StaffRole.AUDITOR,
-                                             "correct horse battery staple")
+        await RedisStaffAccounts(client, scrypt_n=TEST_SCRYPT_N).add(
+            "audrey", "Audrey", StaffRole.AUDITOR, "correct horse battery staple")
         sessions = RedisVideoSessions(client)
         moment = [T0]
         store = RedisCaseRecordStore(client, service_keyring(Config(data_dir=data_dir)),

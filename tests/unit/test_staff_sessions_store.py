@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from server.accounts import Staff, StaffRole
 from server.auth import StaffSession, StaffSessions, StaffSessionStore, token_hash
-from server.db import Database
 from server.redis_backend.accounts import RedisStaffAccounts, RedisStaffSessions
 from tests.support.call_stores import redis_contents
+from tests.support.live import TEST_SCRYPT_N
 from tests.support.redis_server import RedisServer
 from tests.support.staff_stores import (
     PREFIX,
     AnyAccounts,
-    RedisStaffBackend,
-    SqliteStaffBackend,
     StaffBackend,
     redis_client,
 )
@@ -37,29 +34,9 @@ def _typed(store: StaffSessions | RedisStaffSessions) -> StaffSessionStore:
     return store
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def store_under(request: pytest.FixtureRequest) -> Database | RedisServer:
-    """The `db` fixture or the (emptied) `redis_server`, one test run for each."""
-    if request.param == "sqlite":
-        db: Database = request.getfixturevalue("db")
-        return db
-    request.getfixturevalue("redis_url")
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return server
-
-
 @pytest.fixture
-async def backend(store_under: Database | RedisServer) -> AsyncIterator[StaffBackend]:
-    if isinstance(store_under, Database):
-        yield SqliteStaffBackend(store_under)
-        return
-    async with redis_client(store_under.url) as client:
-        yield RedisStaffBackend(client, store_under)
-
-
-@pytest.fixture
-def accounts(backend: StaffBackend) -> AnyAccounts:
-    return backend.accounts()
+def accounts(staff_backend: StaffBackend) -> AnyAccounts:
+    return staff_backend.accounts()
 
 
 @pytest.fixture
@@ -71,9 +48,9 @@ async def hannah(accounts: AnyAccounts) -> Staff:
 
 
 async def test_created_session_is_found_by_its_token(
-    backend: StaffBackend, accounts: AnyAccounts, hannah: Staff
+    staff_backend: StaffBackend, accounts: AnyAccounts, hannah: Staff
 ) -> None:
-    sessions = backend.sessions(accounts, TTL)
+    sessions = staff_backend.sessions(accounts, TTL)
     token, session = await sessions.create(hannah)
     assert session == StaffSession(hannah, session.csrf_token)
     assert len(token) >= 43 and len(session.csrf_token) >= 43 and token != session.csrf_token
@@ -86,17 +63,17 @@ async def test_created_session_is_found_by_its_token(
 
 @pytest.mark.parametrize("token", ["", "nonsense", "x" * 129])
 async def test_unknown_or_malformed_tokens_find_nothing(
-    backend: StaffBackend, accounts: AnyAccounts, hannah: Staff, token: str
+    staff_backend: StaffBackend, accounts: AnyAccounts, hannah: Staff, token: str
 ) -> None:
-    sessions = backend.sessions(accounts, TTL)
+    sessions = staff_backend.sessions(accounts, TTL)
     await sessions.create(hannah)
     assert await sessions.lookup(token) is None
 
 
 async def test_ending_a_session_forgets_it(
-    backend: StaffBackend, accounts: AnyAccounts, hannah: Staff
+    staff_backend: StaffBackend, accounts: AnyAccounts, hannah: Staff
 ) -> None:
-    sessions = backend.sessions(accounts, TTL)
+    sessions = staff_backend.sessions(accounts, TTL)
     token, _ = await sessions.create(hannah)
     kept, kept_session = await sessions.create(hannah)
     await sessions.end(token)
@@ -107,27 +84,27 @@ async def test_ending_a_session_forgets_it(
 
 
 async def test_expired_session_is_refused(
-    backend: StaffBackend, accounts: AnyAccounts, hannah: Staff
+    staff_backend: StaffBackend, accounts: AnyAccounts, hannah: Staff
 ) -> None:
-    sessions = backend.sessions(accounts, -1)
+    sessions = staff_backend.sessions(accounts, -1)
     token, _ = await sessions.create(hannah)
     assert await sessions.lookup(token) is None
 
 
 async def test_disabled_account_loses_its_sessions(
-    backend: StaffBackend, accounts: AnyAccounts, hannah: Staff
+    staff_backend: StaffBackend, accounts: AnyAccounts, hannah: Staff
 ) -> None:
-    sessions = backend.sessions(accounts, TTL)
+    sessions = staff_backend.sessions(accounts, TTL)
     token, _ = await sessions.create(hannah)
-    await backend.disable(hannah.id)
+    await staff_backend.disable(hannah.id)
     assert await sessions.lookup(token) is None
 
 
 async def test_session_shows_the_account_as_it_is_now(
-    backend: StaffBackend, accounts: AnyAccounts
+    staff_backend: StaffBackend, accounts: AnyAccounts
 ) -> None:
     sam = await accounts.add("sam", "Sam", StaffRole.SPECIALIST, PASSWORD)
-    sessions = backend.sessions(accounts, TTL)
+    sessions = staff_backend.sessions(accounts, TTL)
     token, _ = await sessions.create(sam)
     await accounts.set_available(sam.id, True)
     found = await sessions.lookup(token)
@@ -135,11 +112,11 @@ async def test_session_shows_the_account_as_it_is_now(
 
 
 async def test_tokens_are_not_stored_in_clear(
-    backend: StaffBackend, accounts: AnyAccounts, hannah: Staff
+    staff_backend: StaffBackend, accounts: AnyAccounts, hannah: Staff
 ) -> None:
-    sessions = backend.sessions(accounts, TTL)
+    sessions = staff_backend.sessions(accounts, TTL)
     tokens = [(await sessions.create(hannah))[0] for _ in range(3)]
-    stored = await backend.stored_bytes()
+    stored = await staff_backend.stored_bytes()
     for token in tokens:
         assert token.encode() not in stored
         assert token_hash(token).encode() in stored
@@ -151,7 +128,7 @@ async def test_tokens_are_not_stored_in_clear(
 
 async def test_redis_session_key_has_the_prefix_and_a_ttl(redis_url: str) -> None:
     async with redis_client(redis_url) as client:
-        accounts = RedisStaffAccounts(client, prefix=PREFIX)
+        accounts = RedisStaffAccounts(client, scrypt_n=TEST_SCRYPT_N, prefix=PREFIX)
         sessions = RedisStaffSessions(client, accounts, TTL, prefix=PREFIX)
         hannah = await accounts.add("hannah", "Hannah", StaffRole.HANDLER, PASSWORD)
         before = time.time()
@@ -167,7 +144,7 @@ async def test_redis_session_key_has_the_prefix_and_a_ttl(redis_url: str) -> Non
 
 async def test_redis_drops_the_session_when_its_ttl_runs_out(redis_url: str) -> None:
     async with redis_client(redis_url) as client:
-        accounts = RedisStaffAccounts(client, prefix=PREFIX)
+        accounts = RedisStaffAccounts(client, scrypt_n=TEST_SCRYPT_N, prefix=PREFIX)
         sessions = RedisStaffSessions(client, accounts, 1, prefix=PREFIX)
         hannah = await accounts.add("hannah", "Hannah", StaffRole.HANDLER, PASSWORD)
         token, _ = await sessions.create(hannah)
@@ -187,7 +164,7 @@ async def test_redis_session_made_on_one_node_is_seen_and_ended_on_others(
     try:
         nodes = []
         for client in clients:
-            accounts = RedisStaffAccounts(client, prefix=PREFIX)
+            accounts = RedisStaffAccounts(client, scrypt_n=TEST_SCRYPT_N, prefix=PREFIX)
             nodes.append(RedisStaffSessions(client, accounts, TTL, prefix=PREFIX))
         hannah = await nodes[0].accounts.add("hannah", "Hannah", StaffRole.HANDLER, PASSWORD)
         made = await asyncio.gather(*(nodes[i % 3].create(hannah) for i in range(20)))
@@ -206,7 +183,7 @@ async def test_redis_sessions_survive_a_restart(
     redis_url: str, redis_server: RedisServer
 ) -> None:
     async with redis_client(redis_url) as client:
-        accounts = RedisStaffAccounts(client, prefix=PREFIX)
+        accounts = RedisStaffAccounts(client, scrypt_n=TEST_SCRYPT_N, prefix=PREFIX)
         sessions = RedisStaffSessions(client, accounts, TTL, prefix=PREFIX)
         hannah = await accounts.add("hannah", "Hannah", StaffRole.HANDLER, PASSWORD)
         token, session = await sessions.create(hannah)
@@ -215,7 +192,7 @@ async def test_redis_sessions_survive_a_restart(
     redis_server.stop()
     redis_server.start()
     async with redis_client(redis_url) as client:
-        accounts = RedisStaffAccounts(client, prefix=PREFIX)
+        accounts = RedisStaffAccounts(client, scrypt_n=TEST_SCRYPT_N, prefix=PREFIX)
         sessions = RedisStaffSessions(client, accounts, TTL, prefix=PREFIX)
         assert await sessions.lookup(token) == session
         assert await sessions.lookup(ended) is None
