@@ -56,6 +56,18 @@ def _field(body: dict[str, Any], name: str, default: str = "") -> str:
     return value
 
 
+def _keep_caller(body: dict[str, Any]) -> bool:
+    """`keep_caller`: keep the caller in the call when earlier links' credentials end."""
+    keep = body.get("keep_caller", False)
+    if not isinstance(keep, bool):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "bad_field",
+                             "message": "keep_caller must be true or false."}),
+            content_type="application/json",
+        )
+    return keep
+
+
 def _staff(request: web.Request) -> Staff:
     session = current_staff(request)
     assert session is not None
@@ -134,18 +146,35 @@ async def get_session(request: web.Request) -> web.Response:
 
 @require_role(StaffRole.HANDLER)
 async def resend_link(request: web.Request) -> web.Response:
+    keep = _keep_caller(await _body(request))
     room = request.app[keys.ROOM]
     session_id = request.match_info["session_id"]
-    await room.send_link(_staff(request), session_id)
+    await room.send_link(_staff(request), session_id, keep_caller=keep)
     return web.json_response({"status": await room.status(session_id)})
 
 
 @require_role(StaffRole.HANDLER)
 async def revoke_link(request: web.Request) -> web.Response:
+    keep = _keep_caller(await _body(request))
     room = request.app[keys.ROOM]
     session_id = request.match_info["session_id"]
-    await room.revoke_link(_staff(request), session_id)
+    await room.revoke_link(_staff(request), session_id, keep_caller=keep)
     return web.json_response({"status": await room.status(session_id)})
+
+
+@require_role(StaffRole.HANDLER)
+async def caller_device(request: web.Request) -> web.Response:
+    """Admit or refuse a device waiting to join as the caller (`{device, decision}`)."""
+    body = await _body(request)
+    device, decision = body.get("device"), body.get("decision")
+    if not isinstance(device, str) or not 0 < len(device) <= 64:
+        return _error("bad_field", "device must be a waiting device's id.", 400)
+    if decision not in ("admit", "refuse"):
+        return _error("bad_field", "decision must be admit or refuse.", 400)
+    room = request.app[keys.ROOM]
+    await room.decide_device(_staff(request), request.match_info["session_id"], device,
+                             admit=decision == "admit")
+    return web.json_response({"device": device, "decision": decision})
 
 
 @require_role(*ALL_STAFF)
@@ -268,6 +297,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/sessions/{session_id}", get_session)
     r.add_post("/api/sessions/{session_id}/link", resend_link)
     r.add_post("/api/sessions/{session_id}/link/revoke", revoke_link)
+    r.add_post("/api/sessions/{session_id}/caller-device", caller_device)
     r.add_post("/api/sessions/{session_id}/end", end_session)
     r.add_post("/api/sessions/{session_id}/call-mode", set_call_mode)
     r.add_post("/api/sessions/{session_id}/specialist", invite_specialist)

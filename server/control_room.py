@@ -26,8 +26,8 @@ from server.risk.assessment import MARAC_REPEAT_CONTACTS
 from server.sessions import IllegalTransition, SessionState, VideoSession, VideoSessionStore
 from server.sms import SmsError, SmsGateway, SmsMessage, render_sms
 from server.specialists import InvitationState, InvitationStore, SpecialistInvitation
-from signaling.hub import Hub
-from signaling.participant import lobby_key
+from signaling.hub import ADMIT, Hub, Knock
+from signaling.participant import Participant, lobby_key
 from signaling.protocol import ErrorCode, ProtocolError, Role
 
 log = logging.getLogger("erv.control_room")
@@ -128,12 +128,16 @@ class ControlRoom:
         assert fresh is not None
         return fresh
 
-    async def send_link(self, handler: Staff, session_id: str) -> Invite:
-        """Text the caller a new link (revoking any earlier one)."""
+    async def send_link(self, handler: Staff, session_id: str, keep_caller: bool = False) -> (
+        Invite
+    ):
+        """Text the caller a new link (revoking any earlier one, and ending the credentials
+        redeemed from earlier links unless `keep_caller` keeps the caller in the call)."""
         session = await self.own_session(handler, session_id)
         if session.ended:
             raise ControlRoomError("ended", "This session has ended.")
         invite, token = await self.invites.issue(session.id)
+        await self._end_credentials(handler, session.id, keep_caller, "new_link")
         link = f"{self.config.public_url}/j/{token}"
         body = render_sms(self.config.sms_template, link, max(1, self.config.invite_ttl // 60))
         try:
@@ -170,12 +174,68 @@ class ControlRoom:
                 return str(event.body["phone"])
         raise ControlRoomError("no_number", "The caller's number is no longer held.", 409)
 
-    async def revoke_link(self, handler: Staff, session_id: str) -> None:
+    async def revoke_link(self, handler: Staff, session_id: str, keep_caller: bool = False) -> (
+        None
+    ):
         session = await self.own_session(handler, session_id)
         await self.invites.revoke(session.id, "revoked")
         await self.note(session.id, "invite_revoked", by=handler.id)
         log.info("invite revoked for session %s", session.id)
+        if not session.ended:
+            await self._end_credentials(handler, session.id, keep_caller, "revoked")
         await self.push_status(session.id)
+
+    async def _end_credentials(self, handler: Staff, session_id: str, keep_caller: bool,
+                               why: str) -> None:
+        """A new or revoked link ends every credential redeemed from earlier links, and the
+        sockets and waiting devices that hold one; `keep_caller` keeps the credential of the
+        caller in the call (decision 37)."""
+        keep = await self.hub.caller_credentials(session_id) if keep_caller else frozenset()
+        count = await self.invites.end_credentials(session_id, keep)
+        closed = await self.hub.end_callers(session_id, keep, "credential_ended")
+        for knock in await self.hub.knocks(session_id):
+            if knock.credential not in keep and await self.hub.answer_knock(
+                    session_id, knock.id, "credential_ended"):
+                await self._device_answered(knock, "ended")
+        if count or closed:
+            await self.note(session_id, "credentials_ended", count=count, sockets=closed,
+                            kept=bool(keep), why=why, by=handler.id)
+            log.info("session %s: %d caller credentials ended (%s)", session_id, count, why)
+
+    # -- a second device joining as the caller (decision 38) ---------------------------------
+
+    async def device_waiting(self, knock: Knock) -> None:
+        await self.note(knock.session, "caller_device_waiting", device=knock.id)
+        log.info("session %s: device %s waits to join as the caller", knock.session, knock.id)
+        await self.hub.broadcast(knock.session, {"type": "caller_device", "op": "waiting",
+                                                 **knock.describe()}, roles=(Role.HANDLER,))
+
+    async def device_withdrawn(self, knock: Knock) -> None:
+        await self._device_answered(knock, "withdrawn")
+
+    async def tell_waiting(self, participant: Participant) -> None:
+        for knock in await self.hub.knocks(participant.session):
+            await self.hub.deliver(participant, {"type": "caller_device", "op": "waiting",
+                                                 **knock.describe()})
+
+    async def decide_device(self, handler: Staff, session_id: str, device: str, *,
+                            admit: bool) -> None:
+        """The handler lets the waiting device in (the device in the call is replaced) or
+        refuses it (its socket closes and its credential ends)."""
+        session = await self.own_session(handler, session_id)
+        knock = await self.hub.answer_knock(session.id, device, ADMIT if admit else "refused")
+        if knock is None:
+            raise ControlRoomError("not_found", "That device is no longer waiting.", 404)
+        if not admit:
+            await self.invites.end_credential(knock.credential)
+        await self._device_answered(knock, "admitted" if admit else "refused", handler.id)
+
+    async def _device_answered(self, knock: Knock, outcome: str,
+                               by: int | None = None) -> None:
+        await self.note(knock.session, f"caller_device_{outcome}", device=knock.id, by=by)
+        log.info("session %s: waiting device %s %s", knock.session, knock.id, outcome)
+        await self.hub.broadcast(knock.session, {"type": "caller_device", "op": outcome,
+                                                 "device": knock.id}, roles=(Role.HANDLER,))
 
     async def open_link(self, token: str) -> Invite:
         """The GET of a link: record the opening, use nothing up."""

@@ -143,6 +143,16 @@ class InviteStore(Protocol):
 
     async def check_credential(self, token: str, now: float | None = None) -> Credential: ...
 
+    async def credential_session(self, token: str) -> str | None:
+        """The session a credential (live or ended) was for, if it is known."""
+
+    async def end_credentials(self, session_id: str, keep: frozenset[str] = frozenset()) -> int:
+        """End the session's live credentials, but those whose digest is in `keep`; how many
+        ended. A new or revoked link does this (decision 37)."""
+
+    async def end_credential(self, digest: str) -> bool:
+        """End one credential (by digest): its device was refused at the door."""
+
 
 class InviteBook:
     def __init__(self, db: Database, ttl: int, credential_ttl: int) -> None:
@@ -292,6 +302,36 @@ class InviteBook:
         if row["expires_at"] <= now:
             raise LinkRefused(LinkProblem.EXPIRED)
         return Credential(token, row["session_id"], row["role"], row["expires_at"])
+
+    async def credential_session(self, token: str) -> str | None:
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        row = await self.db.fetchone(
+            "SELECT session_id FROM credentials WHERE token_hash = ?", (_hash(token),)
+        )
+        return None if row is None else str(row["session_id"])
+
+    async def end_credentials(self, session_id: str, keep: frozenset[str] = frozenset()) -> int:
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> int:
+            live = [row["token_hash"] for row in conn.execute(
+                "SELECT token_hash FROM credentials WHERE session_id = ? AND revoked_at IS NULL",
+                (session_id,),
+            )]
+            ended = [(now, digest) for digest in live if digest not in keep]
+            conn.executemany(
+                "UPDATE credentials SET revoked_at = ? WHERE token_hash = ?", ended
+            )
+            return len(ended)
+
+        return await self.db.transaction(run)
+
+    async def end_credential(self, digest: str) -> bool:
+        return bool(await self.db.execute(
+            "UPDATE credentials SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL",
+            (time.time(), digest),
+        ))
 
     async def _by_token(self, token: str) -> Invite:
         if not token or len(token) > MAX_TOKEN_LENGTH:

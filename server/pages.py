@@ -233,10 +233,11 @@ async def session_action(request: web.Request) -> web.StreamResponse:
     action = request.match_info["action"]
     form = await request.post()
     try:
+        keep_caller = form.get("keep_caller") == "1"
         if action == "resend":
-            await room.send_link(staff, session_id)
+            await room.send_link(staff, session_id, keep_caller=keep_caller)
         elif action == "revoke":
-            await room.revoke_link(staff, session_id)
+            await room.revoke_link(staff, session_id, keep_caller=keep_caller)
         elif action == "end":
             await room.end_session(staff, session_id, str(form.get("reason", "ended")))
         elif action == "specialist":

@@ -12,8 +12,9 @@ from server.caller_state import CAPTURE_KINDS, CAPTURE_STATES, MEDIA_STATES, RUN
 from server.config import Config
 from server.control_room import ControlRoom
 from server.ice import ice_servers
-from server.invites import LinkProblem, LinkRefused
+from server.invites import LinkProblem, LinkRefused, secret_digest
 from server.refusals import ControlRoomError
+from signaling.hub import Knock
 from signaling.participant import Admission, Participant, is_lobby, lobby_key
 from signaling.protocol import Control, ErrorCode, Hello, ProtocolError, Role
 
@@ -65,13 +66,23 @@ class ControlRoomHooks:
             code, message = LINK_ERRORS.get(
                 exc.problem, (ErrorCode.UNAUTHORIZED, "this credential is not valid")
             )
+            if exc.problem is LinkProblem.ENDED and not await self._session_ended(hello):
+                # Ended by a newer or revoked link, or refused at the door: the call goes on.
+                code, message = ErrorCode.UNAUTHORIZED, "this credential is no longer valid"
             raise ProtocolError(code, message) from exc
         if hello.session is not None and hello.session != credential.session_id:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "this credential is for another session")
         session = await self.room.sessions.get(credential.session_id)
         if session is None or session.ended:
             raise ProtocolError(ErrorCode.SESSION_ENDED, "this call has finished")
-        return Admission(session.id, Role.VICTIM, "victim", "Caller")
+        return Admission(session.id, Role.VICTIM, "victim", "Caller",
+                         credential=secret_digest(hello.credential))
+
+    async def _session_ended(self, hello: Hello) -> bool:
+        """Did the call of an ended credential finish (or is it unknown)?"""
+        session_id = await self.room.invites.credential_session(hello.credential or "")
+        session = await self.room.sessions.get(session_id) if session_id else None
+        return session is None or session.ended
 
     async def welcome(self, request: web.Request, participant: Participant) -> dict[str, Any]:
         extra: dict[str, Any] = {
@@ -115,6 +126,9 @@ class ControlRoomHooks:
                         "incident_ref": session.incident_ref if session else "",
                     })
             return
+        if participant.role is Role.HANDLER:
+            # A reloaded console still sees a device waiting at the door.
+            await self.room.tell_waiting(participant)
         if participant.role is Role.VICTIM and not resumed:
             await self.room.victim_joined(participant.session)
         else:
@@ -130,6 +144,12 @@ class ControlRoomHooks:
             await self.room.note(participant.session, "participant_left",
                                  role=participant.role.value, staff=participant.admission.staff_id,
                                  reason=reason)
+
+    async def knocked(self, knock: Knock) -> None:
+        await self.room.device_waiting(knock)
+
+    async def withdrawn(self, knock: Knock) -> None:
+        await self.room.device_withdrawn(knock)
 
     async def said(self, participant: Participant, message: dict[str, Any]) -> None:
         """Chat, advice and location go into the encrypted record, never into the logs."""
@@ -150,7 +170,8 @@ class ControlRoomHooks:
             elif op == "rung":
                 await self._rung(participant, args)
             elif op in ("end", "invite_specialist", "cancel_specialist", "resend_link",
-                        "revoke_link", "call_mode", "caller_media"):
+                        "revoke_link", "call_mode", "caller_media", "admit_device",
+                        "refuse_device"):
                 handler = self._require(staff, participant, Role.HANDLER, op)
                 await self._handler_op(handler, participant.session, op, args)
             elif op in ("accept", "decline", "available"):
@@ -188,9 +209,15 @@ class ControlRoomHooks:
         elif op == "cancel_specialist":
             await self.room.cancel_specialist(handler, session_id)
         elif op == "resend_link":
-            await self.room.send_link(handler, session_id)
+            await self.room.send_link(handler, session_id, keep_caller=_keep_caller(args))
         elif op == "revoke_link":
-            await self.room.revoke_link(handler, session_id)
+            await self.room.revoke_link(handler, session_id, keep_caller=_keep_caller(args))
+        elif op in ("admit_device", "refuse_device"):
+            device = args.get("device")
+            if not isinstance(device, str) or not 0 < len(device) <= 64:
+                raise ProtocolError(ErrorCode.BAD_FIELD, "device: must be a waiting device's id")
+            await self.room.decide_device(handler, session_id, device,
+                                          admit=op == "admit_device")
         elif op == "call_mode":
             phone_line = args.get("phone_line")
             if not isinstance(phone_line, bool):
@@ -262,6 +289,13 @@ class ControlRoomHooks:
         if state == "connected" and Role.VICTIM in (participant.role, target.role) \
                 and Role.HANDLER in (participant.role, target.role):
             await self.room.media_connected(participant.session)
+
+
+def _keep_caller(args: dict[str, Any]) -> bool:
+    keep = args.get("keep_caller", False)
+    if not isinstance(keep, bool):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "keep_caller: must be true or false")
+    return keep
 
 
 def _lobby_role(staff: Staff) -> Role:

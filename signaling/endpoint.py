@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from signaling.direct_send import direct_sender
-from signaling.hub import Hub
+from signaling.hub import ADMIT, Hub, Knock, PlaceTaken
 from signaling.participant import Admission, Connection, Participant, is_lobby
 from signaling.protocol import (
     PROTOCOL_VERSION,
@@ -83,6 +83,12 @@ class SessionHooks(Protocol):
     async def said(self, participant: Participant, message: dict[str, Any]) -> None:
         """A chat, advice or location message was delivered (for the case record)."""
 
+    async def knocked(self, knock: Knock) -> None:
+        """A device is waiting to join as the caller: tell the handler, write it down."""
+
+    async def withdrawn(self, knock: Knock) -> None:
+        """A waiting device went away before the handler answered."""
+
 
 class TokenBucket:
     def __init__(self, rate: float, burst: float) -> None:
@@ -127,6 +133,7 @@ class SignalingEndpoint:
         try:
             await session.run(ws)
         finally:
+            await session.leave_door()
             if session.participant is not None:
                 try:
                     await self.hub.detach(session.participant, connection)
@@ -186,6 +193,9 @@ class _SocketSession:
         self.bucket = TokenBucket(RATE_PER_SECOND, RATE_BURST)
         self.strikes: deque[float] = deque()
         self._reader: asyncio.Task[Any] | None = None  # set while waiting for a frame
+        # A caller's device held at the door until the handler answers (decision 38).
+        self.knock: Knock | None = None
+        self._door: asyncio.Task[None] | None = None
 
     def stop_reading(self) -> None:
         """The connection is closing: stop waiting for the client's next frame."""
@@ -200,7 +210,7 @@ class _SocketSession:
         deadline: float | None = None
         while not self.connection.closing:
             timeout: float | None = None
-            if self.participant is None:
+            if self.participant is None and self.knock is None:
                 if deadline is None:
                     deadline = loop.time() + HELLO_TIMEOUT
                 timeout = deadline - loop.time()
@@ -273,6 +283,8 @@ class _SocketSession:
         if isinstance(message, Ping):
             self.connection.send('{"type":"pong"}')
             return
+        if self.knock is not None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "wait until the handler lets you in")
         if isinstance(message, Hello):
             if participant is not None:
                 raise ProtocolError(ErrorCode.ALREADY_JOINED, "this socket has already joined")
@@ -361,18 +373,93 @@ class _SocketSession:
             self.endpoint.counts.resumes += 1
         else:
             admission = await self.hooks.admit(self.request, hello)
-            self.connection.hold()
-            participant, missed = await self.hub.admit(admission, self.connection), []
+            # A caller's fresh hello replaces the caller's place only when it proves that
+            # place's own secret (the same page, reloaded); any other device waits.
+            replace = admission.role is not Role.VICTIM or await self._proves_place(
+                hello, admission)
             try:
-                extra = await self.hooks.welcome(self.request, participant)
-            except BaseException:
-                # Refused after all: it leaves the session; this socket stays open for the
-                # error and another hello.
-                participant.connection = None
-                await self.hub.leave(participant, "refused")
-                self.connection.release([])
-                raise
-            self.participant = participant
+                await self.enter(admission, replace=replace)
+            except PlaceTaken:
+                await self.wait_at_door(admission)
+            return
+        await self._welcome(participant, resumed, extra, missed)
+
+    async def _proves_place(self, hello: Hello, admission: Admission) -> bool:
+        if hello.replaces is None:
+            return False
+        try:
+            earlier = await self.hub.check_resume(hello.replaces.pid, hello.replaces.secret)
+        except ProtocolError:
+            return False
+        return earlier.session == admission.session and earlier.role is admission.role
+
+    async def enter(self, admission: Admission, *, replace: bool) -> None:
+        """A fresh place in the session for this socket, welcomed."""
+        self.connection.hold()
+        try:
+            participant = await self.hub.admit(admission, self.connection, replace=replace)
+        except BaseException:
+            self.connection.release([])
+            raise
+        try:
+            extra = await self.hooks.welcome(self.request, participant)
+        except BaseException:
+            # Refused after all: it leaves the session; this socket stays open for the
+            # error and another hello.
+            participant.connection = None
+            await self.hub.leave(participant, "refused")
+            self.connection.release([])
+            raise
+        self.participant = participant
+        await self._welcome(participant, False, extra, [])
+
+    # -- a second device at the door (decision 38) ------------------------------------------
+
+    async def wait_at_door(self, admission: Admission) -> None:
+        """Hold this socket, with nothing of the call, until the handler admits or refuses."""
+        decided: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def answer(decision: str) -> None:
+            if not decided.done():
+                decided.set_result(decision)
+
+        self.knock = await self.hub.knock(admission.session, admission.credential, answer)
+        self.connection.send(encode({"type": "waiting", "reason": "caller_in_call"}))
+        self._door = asyncio.get_running_loop().create_task(self._at_door(admission, decided))
+        await self.hooks.knocked(self.knock)
+
+    async def _at_door(self, admission: Admission, decided: asyncio.Future[str]) -> None:
+        decision = await decided
+        try:
+            if decision == ADMIT:
+                await self.enter(admission, replace=True)
+                return
+        except ProtocolError as exc:
+            self.send_error(exc.code, exc.message, exc.detail)
+            decision = "refused"
+        except Exception:
+            log.exception("could not admit a waiting device")
+            decision = "unavailable"
+        finally:
+            self.knock = None
+        self.connection.send(encode({"type": "bye", "reason": decision}))
+        self.connection.close(1000, decision)
+
+    async def leave_door(self) -> None:
+        """The socket closes: a device still waiting withdraws."""
+        knock, self.knock = self.knock, None
+        if self._door is not None and not self._door.done():
+            self._door.cancel()
+        if knock is None:
+            return
+        try:
+            if await self.hub.withdraw_knock(knock):
+                await self.hooks.withdrawn(knock)
+        except Exception:
+            log.warning("could not withdraw waiting device %s", knock.id)
+
+    async def _welcome(self, participant: Participant, resumed: bool, extra: dict[str, Any],
+                       missed: list[str]) -> None:
         welcome = encode({
             "type": "welcome",
             "v": PROTOCOL_VERSION,

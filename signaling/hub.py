@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
@@ -23,7 +24,31 @@ from signaling.protocol import ErrorCode, ProtocolError, Role, encode
 log = logging.getLogger("erv.signaling")
 
 HISTORY_MESSAGES = 200
+KNOCK_TTL = 15 * 60  # a waiting device nobody answered is forgotten (its socket stays open)
 LeftListener = Callable[[Participant, str], Coroutine[Any, Any, None]]
+# Told, on the node holding a waiting device's socket, what the handler decided: ADMIT, or
+# the reason its `bye` gives (refused, credential_ended, session_ended).
+Decided = Callable[[str], None]
+ADMIT = "admit"
+
+
+class PlaceTaken(Exception):
+    """A fresh caller hello while the session has a caller (present or resumable): it must
+    not replace them without the handler's say (decision 38)."""
+
+
+@dataclass(frozen=True)
+class Knock:
+    """A device waiting to join as the caller until the handler admits or refuses it."""
+
+    id: str
+    session: str
+    credential: str  # the digest of the credential it showed
+    since: float
+
+    def describe(self) -> dict[str, Any]:
+        """What the handler's console is told of it (never the credential)."""
+        return {"device": self.id, "reason": "caller_in_call", "since": self.since}
 
 
 @dataclass(frozen=True)
@@ -48,7 +73,27 @@ class Hub(Protocol):
     resume_window: float
     on_left: LeftListener | None
 
-    async def admit(self, admission: Admission, connection: Connection) -> Participant: ...
+    async def admit(self, admission: Admission, connection: Connection, *,
+                    replace: bool = True) -> Participant:
+        """A fresh participant; with replace=False, PlaceTaken if its identity already has a
+        place in the session (instead of replacing it)."""
+
+    async def caller_credentials(self, session: str) -> frozenset[str]:
+        """The credential digests of the session's caller participants (present or away)."""
+
+    async def end_callers(self, session: str, keep: frozenset[str], reason: str) -> int:
+        """Remove the session's caller participants whose credential is not in `keep`."""
+
+    async def knock(self, session: str, credential: str, decided: Decided) -> Knock:
+        """Hold a device at the door; `decided` runs on this node when it is answered."""
+
+    async def knocks(self, session: str) -> list[Knock]: ...
+
+    async def answer_knock(self, session: str, knock_id: str, decision: str) -> Knock | None:
+        """Answer a waiting device of `session` (once: None if it is gone or was answered)."""
+
+    async def withdraw_knock(self, knock: Knock) -> bool:
+        """The waiting device went away; True if it was still waiting."""
 
     async def check_resume(self, pid: str, secret: str) -> Participant:
         """The participant a resume names (a stand-in on this node), if the secret is right;
@@ -120,12 +165,15 @@ class LocalHub:
         self.last_location: dict[str, dict[str, Any]] = {}
         self.on_left: LeftListener | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._knocks: dict[str, tuple[Knock, Decided]] = {}
 
     # -- membership -------------------------------------------------------------------------
 
-    async def admit(self, admission: Admission, connection: Connection) -> Participant:
-        """A fresh participant. One identity holds one place per session: a second tab or a
-        new device replaces the first, whose socket is told why and closed."""
+    async def admit(self, admission: Admission, connection: Connection, *,
+                    replace: bool = True) -> Participant:
+        """A fresh participant. One identity holds one place per session: a second tab
+        replaces the first, whose socket is told why and closed (with replace=False, raises
+        PlaceTaken instead)."""
         if admission.session in self.ended:
             raise ProtocolError(ErrorCode.SESSION_ENDED, "this session has ended")
         members = self.sessions.get(admission.session, {})
@@ -137,9 +185,12 @@ class LocalHub:
                     raise ProtocolError(
                         ErrorCode.CONFLICT, f"this call already has a {admission.role.value}"
                     )
-            for old in list(members.values()):
-                if old.admission.identity == admission.identity:
-                    self._remove(old, "replaced")
+            same = [old for old in members.values()
+                    if old.admission.identity == admission.identity]
+            if same and not replace:
+                raise PlaceTaken(admission.session)
+            for old in same:
+                self._remove(old, "replaced")
         participant = Participant(admission, joined_at=time.time())
         participant.connection = connection
         self.sessions.setdefault(admission.session, {})[participant.pid] = participant
@@ -156,6 +207,38 @@ class LocalHub:
 
     async def check_resume(self, pid: str, secret: str) -> Participant:
         return self.resumable(pid, secret)
+
+    async def caller_credentials(self, session: str) -> frozenset[str]:
+        return frozenset(p.admission.credential for p in self.members(session)
+                         if p.role is Role.VICTIM)
+
+    async def end_callers(self, session: str, keep: frozenset[str], reason: str) -> int:
+        gone = [p for p in self.members(session)
+                if p.role is Role.VICTIM and p.admission.credential not in keep]
+        for participant in gone:
+            self._remove(participant, reason)
+        return len(gone)
+
+    # -- devices waiting at the door --------------------------------------------------------
+
+    async def knock(self, session: str, credential: str, decided: Decided) -> Knock:
+        knock = Knock(secrets.token_hex(8), session, credential, time.time())
+        self._knocks[knock.id] = (knock, decided)
+        return knock
+
+    async def knocks(self, session: str) -> list[Knock]:
+        return [k for k, _ in self._knocks.values() if k.session == session]
+
+    async def answer_knock(self, session: str, knock_id: str, decision: str) -> Knock | None:
+        held = self._knocks.get(knock_id)
+        if held is None or held[0].session != session:
+            return None
+        del self._knocks[knock_id]
+        held[1](decision)
+        return held[0]
+
+    async def withdraw_knock(self, knock: Knock) -> bool:
+        return self._knocks.pop(knock.id, None) is not None
 
     def resumable(self, pid: str, secret: str) -> Participant:
         """The participant a resume names, if the secret is right; changes nothing."""
@@ -268,6 +351,8 @@ class LocalHub:
     async def end_session(self, session: str, reason: str) -> int:
         """Everyone leaves with a `bye`; nobody can join again. Returns how many were in."""
         self.ended.add(session)
+        for knock in await self.knocks(session):
+            await self.answer_knock(session, knock.id, reason)
         self.history.pop(session, None)
         self.last_location.pop(session, None)
         members = list(self.sessions.get(session, {}).values())

@@ -52,6 +52,9 @@ class Admission:
     identity: str  # staff username, or "victim"
     display_name: str
     staff_id: int | None = None
+    # The caller's credential, as its digest: which link let this caller in, so ending the
+    # credentials of earlier links can find (or keep) the caller in the call.
+    credential: str = ""
 
 
 def lobby_key(staff_id: int) -> str:

@@ -89,11 +89,20 @@ class Resume:
 
 
 @dataclass(frozen=True, slots=True)
+class Place:
+    """A caller's earlier place, proved by its resume secret: the same page after a reload."""
+
+    pid: str
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
 class Hello:
     v: int
     credential: str | None
     session: str | None
     resume: Resume | None
+    replaces: Place | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +220,7 @@ def parse(frame: str | bytes) -> ClientMessage:
 
 
 def _hello(obj: dict[str, Any]) -> Hello:
-    _only(obj, {"v", "credential", "session", "resume"})
+    _only(obj, {"v", "credential", "session", "resume", "replaces"})
     v = obj.get("v")
     if isinstance(v, bool) or not isinstance(v, int):
         raise _bad("v", "must be the protocol version number")
@@ -233,7 +242,20 @@ def _hello(obj: dict[str, Any]) -> Hello:
             raise _bad("resume.last_seq", "must be a whole number >= 0")
         assert pid is not None and secret is not None
         resume = Resume(pid, secret, last_seq)
-    return Hello(v, credential, session, resume)
+    return Hello(v, credential, session, resume, _place(obj.get("replaces")))
+
+
+def _place(raw: Any) -> Place | None:
+    """`hello.replaces`: the pid and resume secret of the place this page had before."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _bad("replaces", "must be an object")
+    _only(raw, {"pid", "secret"})
+    pid = _str(raw, "pid", MAX_ID_CHARS)
+    secret = _str(raw, "secret", 128)
+    assert pid is not None and secret is not None
+    return Place(pid, secret)
 
 
 def _description(raw: Any) -> dict[str, Any]:
@@ -346,10 +368,10 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
 CLIENT_TYPES = tuple(_PARSERS)
 SERVER_TYPES = (
     "welcome", "signal", "peer", "chat", "advice", "location", "status", "invitation",
-    "call_mode", "still", "error", "bye", "pong",
+    "call_mode", "still", "error", "bye", "pong", "waiting", "caller_device",
 )
 # Sent outside the per-participant sequence: they concern this connection, not the session.
-UNSEQUENCED_TYPES = frozenset({"welcome", "error", "bye", "pong"})
+UNSEQUENCED_TYPES = frozenset({"welcome", "error", "bye", "pong", "waiting"})
 
 
 def encode(message: dict[str, Any]) -> str:

@@ -30,7 +30,16 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from signaling import redis_scripts
-from signaling.hub import HISTORY_MESSAGES, HubStats, LeftListener, PeerInfo
+from signaling.hub import (
+    HISTORY_MESSAGES,
+    KNOCK_TTL,
+    Decided,
+    HubStats,
+    Knock,
+    LeftListener,
+    PeerInfo,
+    PlaceTaken,
+)
 from signaling.participant import (
     RESUME_BUFFER_MESSAGES,
     Admission,
@@ -116,6 +125,7 @@ class RedisHub:
                          "DELIVER_MANY")
         }
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._knocks: dict[str, Decided] = {}  # waiting devices whose socket is here
         self._loops: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
 
@@ -231,6 +241,11 @@ class RedisHub:
 
     def _on_message(self, data: bytes) -> None:
         kind, pid_bytes, rest = data.split(b"|", 2)
+        if kind == b"k":  # a waiting device here was answered on another node
+            decided = self._knocks.pop(pid_bytes.decode(), None)
+            if decided is not None:
+                decided(rest.decode())
+            return
         participant = self.local.get(pid_bytes.decode())
         if participant is None:
             return
@@ -344,7 +359,8 @@ class RedisHub:
 
     # -- membership -------------------------------------------------------------------------
 
-    async def admit(self, admission: Admission, connection: Connection) -> Participant:
+    async def admit(self, admission: Admission, connection: Connection, *,
+                    replace: bool = True) -> Participant:
         participant = Participant(admission, joined_at=time.time())
         participant.connection = connection
         await self._key(admission.session)  # before any message for it can arrive
@@ -356,6 +372,7 @@ class RedisHub:
                 "" if admission.staff_id is None else admission.staff_id,
                 _secret_hash(participant.resume_secret), self.node, participant.joined_at,
                 LIVE_TTL, "1" if is_lobby(admission.session) else "0",
+                admission.credential, "1" if replace else "0",
             )
         except BaseException:
             self.local.pop(participant.pid, None)
@@ -365,6 +382,8 @@ class RedisHub:
             self.local.pop(participant.pid, None)
             if status == "ended":
                 raise ProtocolError(ErrorCode.SESSION_ENDED, "this session has ended")
+            if status == "taken":
+                raise PlaceTaken(admission.session)
             raise ProtocolError(
                 ErrorCode.CONFLICT, f"this call already has a {admission.role.value}"
             )
@@ -411,7 +430,7 @@ class RedisHub:
             )
         admission = Admission(
             fields["session"], Role(fields["role"]), fields["identity"], fields["name"],
-            int(fields["staff"]) if fields["staff"] else None,
+            int(fields["staff"]) if fields["staff"] else None, fields.get("cred", ""),
         )
         return Participant(admission, pid=pid, resume_secret=secret,
                            joined_at=float(fields["joined_at"]))
@@ -515,7 +534,88 @@ class RedisHub:
                                   int(staff) if staff else None)
             self._spawn(self.on_left(Participant(admission, pid=pid), reason))
 
+    async def _callers(self, session: str) -> dict[str, str]:
+        """The session's caller participants: pid -> credential digest."""
+        pids = [_text(p) for p in await self.redis.smembers(f"{self.prefix}s:{session}")]
+        if not pids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pid in pids:
+                pipe.hmget(f"{self.prefix}p:{pid}", "role", "cred")
+            replies = await pipe.execute()
+        return {pid: _text(cred or b"") for pid, (role, cred) in zip(pids, replies, strict=True)
+                if role is not None and _text(role) == Role.VICTIM.value}
+
+    async def caller_credentials(self, session: str) -> frozenset[str]:
+        return frozenset((await self._callers(session)).values())
+
+    async def end_callers(self, session: str, keep: frozenset[str], reason: str) -> int:
+        count = 0
+        for pid, credential in (await self._callers(session)).items():
+            if credential not in keep:
+                count += await self._remove(pid, reason, only_if_away=False)
+        return count
+
+    # -- devices waiting at the door --------------------------------------------------------
+
+    async def knock(self, session: str, credential: str, decided: Decided) -> Knock:
+        knock = Knock(secrets.token_hex(8), session, credential, time.time())
+        self._knocks[knock.id] = decided
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(f"{self.prefix}kn:{knock.id}", mapping={
+                "session": session, "credential": credential, "node": self.node,
+                "since": repr(knock.since)})
+            pipe.expire(f"{self.prefix}kn:{knock.id}", KNOCK_TTL)
+            pipe.sadd(f"{self.prefix}kns:{session}", knock.id)
+            pipe.expire(f"{self.prefix}kns:{session}", KNOCK_TTL)
+            await pipe.execute()
+        return knock
+
+    async def _knock(self, knock_id: str) -> tuple[Knock, str] | None:
+        raw = await self.redis.hgetall(f"{self.prefix}kn:{knock_id}") if len(knock_id) <= 64 \
+            else {}
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if not fields:
+            return None
+        knock = Knock(knock_id, fields["session"], fields["credential"], float(fields["since"]))
+        return knock, fields["node"]
+
+    async def knocks(self, session: str) -> list[Knock]:
+        found = []
+        for knock_id in sorted(_text(k) for k in
+                               await self.redis.smembers(f"{self.prefix}kns:{session}")):
+            held = await self._knock(knock_id)
+            if held is None:
+                await self.redis.srem(f"{self.prefix}kns:{session}", knock_id)
+            else:
+                found.append(held[0])
+        return sorted(found, key=lambda k: k.since)
+
+    async def _take_knock(self, knock: Knock) -> bool:
+        """Remove a waiting device's entry; True for the one caller that removed it."""
+        taken = bool(await self.redis.delete(f"{self.prefix}kn:{knock.id}"))
+        await self.redis.srem(f"{self.prefix}kns:{knock.session}", knock.id)
+        return taken
+
+    async def answer_knock(self, session: str, knock_id: str, decision: str) -> Knock | None:
+        held = await self._knock(knock_id)
+        if held is None or held[0].session != session or not await self._take_knock(held[0]):
+            return None
+        knock, node = held
+        decided = self._knocks.pop(knock_id, None)
+        if decided is not None:
+            decided(decision)
+        elif node != self.node:
+            await self.redis.publish(f"{self.prefix}n:{node}", f"k|{knock_id}|{decision}")
+        return knock
+
+    async def withdraw_knock(self, knock: Knock) -> bool:
+        self._knocks.pop(knock.id, None)
+        return await self._take_knock(knock)
+
     async def end_session(self, session: str, reason: str) -> int:
+        for knock in await self.knocks(session):
+            await self.answer_knock(session, knock.id, reason)
         await self.redis.set(f"{self.prefix}end:{session}", "1", ex=ENDED_TTL)
         await self.redis.delete(f"{self.prefix}h:{session}", f"{self.prefix}loc:{session}")
         members = [_text(m) for m in await self.redis.smembers(f"{self.prefix}s:{session}")]

@@ -3,7 +3,10 @@
 Keys (P is the prefix, `erv:live:` by default):
 
     P p:<pid>        hash: session, role, identity, name, staff, secret (sha256 hex), seq,
-                     node (the node holding its socket, "" when away), epoch, joined_at
+                     node (the node holding its socket, "" when away), epoch, joined_at,
+                     cred (a caller's credential digest)
+    P kn:<id>        hash: a device waiting to join as the caller: session, credential,
+                     node (holding its socket), since; P kns:<session> lists them
     P b:<pid>        list: the resume buffer, "<seq>|<sealed message>", newest last, bounded
     P s:<session>    set: the pids in a session (or a staff desk, `lobby:<staff id>`)
     P staff:<id>     set: the pids of one staff member, to sign them out everywhere
@@ -45,8 +48,9 @@ local function deliver(P, pid, blob, bufmax)
 end
 """
 
-# ARGV: P, bufmax, session, pid, role, identity, name, staff, secret, node, now, ttl, lobby
-# Returns {"ended"} | {"conflict"} | {"ok", replaced pid, its node, its role, ...}
+# ARGV: P, bufmax, session, pid, role, identity, name, staff, secret, node, now, ttl, lobby,
+# credential digest, replace ('1': the same identity's place is replaced; '0': refused)
+# Returns {"ended"} | {"conflict"} | {"taken"} | {"ok", replaced pid, its node, its role, ...}
 ADMIT = """
 local P, session, pid = ARGV[1], ARGV[3], ARGV[4]
 local role, identity, node, ttl = ARGV[5], ARGV[6], ARGV[10], tonumber(ARGV[12])
@@ -57,6 +61,11 @@ if ARGV[13] == '0' then
   for _, m in ipairs(members) do
     local f = redis.call('HMGET', P .. 'p:' .. m, 'role', 'identity')
     if f[1] == role and f[2] ~= identity then return {'conflict'} end
+  end
+end
+if ARGV[15] == '0' then
+  for _, m in ipairs(members) do
+    if redis.call('HGET', P .. 'p:' .. m, 'identity') == identity then return {'taken'} end
   end
 end
 local out = {'ok'}
@@ -78,7 +87,7 @@ end
 local pk = P .. 'p:' .. pid
 redis.call('HSET', pk, 'session', session, 'role', role, 'identity', identity,
   'name', ARGV[7], 'staff', ARGV[8], 'secret', ARGV[9], 'seq', 0, 'node', node,
-  'epoch', 1, 'joined_at', ARGV[11])
+  'epoch', 1, 'joined_at', ARGV[11], 'cred', ARGV[14])
 redis.call('EXPIRE', pk, ttl)
 redis.call('SADD', sk, pid)
 redis.call('EXPIRE', sk, ttl)

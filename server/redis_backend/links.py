@@ -113,6 +113,31 @@ end
 return count
 """
 
+# KEYS: session credentials. ARGV: credential base, now, kept digests...
+END_CREDENTIALS = """
+local kept = {}
+for i = 3, #ARGV do kept[ARGV[i]] = true end
+local count = 0
+for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[1] .. h
+  if not kept[h] and redis.call('EXISTS', key) == 1
+      and not redis.call('HGET', key, 'revoked_at') then
+    redis.call('HSET', key, 'revoked_at', ARGV[2])
+    count = count + 1
+  end
+end
+return count
+"""
+
+# KEYS: credential. ARGV: now.
+END_CREDENTIAL = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HGET', KEYS[1], 'revoked_at') then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'revoked_at', ARGV[1])
+return 1
+"""
+
 # KEYS: invite. ARGV: sms lookup base, invite id, gateway, status, has-id flag, message id,
 # has-error flag, error.
 RECORD_SMS = """
@@ -182,6 +207,8 @@ class RedisInviteBook:
         self._revoke = redis.register_script(REVOKE)
         self._record_sms = redis.register_script(RECORD_SMS)
         self._record_delivery = redis.register_script(RECORD_DELIVERY)
+        self._end_credentials = redis.register_script(END_CREDENTIALS)
+        self._end_credential = redis.register_script(END_CREDENTIAL)
 
     async def issue(self, session_id: str) -> tuple[Invite, str]:
         """A new link for the session; any earlier live link is revoked as replaced."""
@@ -278,6 +305,23 @@ class RedisInviteBook:
         if expires <= now:
             raise LinkRefused(LinkProblem.EXPIRED)
         return Credential(token, fields["session_id"], fields["role"], expires)
+
+    async def credential_session(self, token: str) -> str | None:
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        session = await self.redis.hget(self.keys.credential_base + secret_digest(token),
+                                        "session_id")
+        return None if session is None else text(session)
+
+    async def end_credentials(self, session_id: str, keep: frozenset[str] = frozenset()) -> int:
+        return int(await self._end_credentials(
+            keys=[self.keys.session_credentials_base + session_id],
+            args=[self.keys.credential_base, stamp(time.time()), *sorted(keep)],
+        ))
+
+    async def end_credential(self, digest: str) -> bool:
+        return bool(await self._end_credential(
+            keys=[self.keys.credential_base + digest], args=[stamp(time.time())]))
 
     def _token_key(self, token: str) -> str:
         # Out-of-range input never matches: the empty hash is no stored token's.

@@ -8,7 +8,7 @@ from typing import Any
 
 from server import keys
 from server.caller_state import CAPTURE_STATES, MEDIA_STATES, RUNG_REASONS, RUNGS
-from tests.support.calls import barrier, bring_specialist, expect_error, open_call
+from tests.support.calls import Call, barrier, bring_specialist, expect_error, open_call
 from tests.support.live import LiveServer, SignalClient
 
 OK = {"camera": "ok", "microphone": "not_asked", "location": "ok"}
@@ -154,13 +154,19 @@ async def test_without_a_handler_watching_media_reports_are_not_shown(live: Live
     assert row["caller"]["state"] == "joined" and row["caller"]["media"] is None
 
 
+def place(call: Call) -> dict[str, str]:
+    """The caller's place as its page keeps it for a reload (`hello.replaces`)."""
+    return {"pid": call.caller.pid, "secret": call.caller.welcome["resume_secret"]}
+
+
 async def test_a_fresh_caller_page_starts_with_no_old_reports(live: LiveServer) -> None:
     call = await open_call(live, "hannah")
     await call.caller.send({"type": "control", "op": "rung", "rung": "chat",
                             "reason": "camera_unavailable"})
     await status_where(call.handler, rung="chat")
     again = await SignalClient.connect(live, live.new_http())
-    await again.hello(credential=call.credential)  # a reload that lost its resume secret
+    # A reload: a fresh hello that proves the page's place (section 4.3 of the protocol).
+    await again.hello(credential=call.credential, replaces=place(call))
     status = await status_where(call.handler, rung=None)
     assert status["caller"]["capture"] == {"camera": None, "microphone": None, "location": None}
 
@@ -184,7 +190,7 @@ async def test_call_mode_tells_the_caller_and_the_record(live: LiveServer) -> No
                          {"phone_line": "yes"}, expect=400)
     # A resumed or rejoined caller page learns the mode from its welcome.
     rejoined = await SignalClient.connect(live, live.new_http())
-    welcome = await rejoined.hello(credential=call.credential)
+    welcome = await rejoined.hello(credential=call.credential, replaces=place(call))
     assert welcome["call"]["phone_line"] is True
     kinds = await record_kinds(live, call.session_id)
     assert [b["phone_line"] for k, b in kinds if k == "call_mode_changed"] == [False, True]

@@ -38,7 +38,10 @@ async def test_a_caller_joining_afresh_never_gets_advice(live: LiveServer) -> No
     await call.caller.close()
 
     again = await SignalClient.connect(live, live.new_http())
-    await again.hello(credential=call.credential)
+    # The caller's own page rejoining afresh (a reload) proves its place; another device
+    # would wait for the handler (tests/integration/test_caller_takeover.py).
+    await again.hello(credential=call.credential, replaces={
+        "pid": call.caller.pid, "secret": call.caller.welcome["resume_secret"]})
     frames = await frames_until(again, "chat", text="are you able to talk?")
     await barrier(again)
     assert all(m["type"] != "advice" for m in again.received)

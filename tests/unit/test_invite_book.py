@@ -491,3 +491,23 @@ async def test_redis_links_and_credentials_survive_a_restart(
         assert live.id == opened.id
     finally:
         await client.aclose()
+
+
+async def test_ending_credentials_keeps_only_the_kept_one(
+    book: InviteStore, session_id: str
+) -> None:
+    """Issue 11 finding 1: a new or revoked link ends the credentials of earlier links, all but
+    the kept one (the caller in the call); one credential ends once."""
+    _, first = await book.issue(session_id)
+    _, one = await book.redeem(first)
+    _, second = await book.issue(session_id)
+    _, two = await book.redeem(second)
+    assert await book.end_credentials(session_id, frozenset({sha256(two.token)})) == 1
+    assert await refused(book.check_credential(one.token)) is LinkProblem.ENDED
+    assert (await book.check_credential(two.token)).session_id == session_id
+    assert await book.credential_session(one.token) == session_id
+    assert await book.credential_session("x" * 200) is None
+    assert await book.end_credential(sha256(two.token)) is True
+    assert await book.end_credential(sha256(two.token)) is False
+    assert await refused(book.check_credential(two.token)) is LinkProblem.ENDED
+    assert await book.end_credentials(session_id) == 0

@@ -31,6 +31,10 @@ export class Signal extends EventTarget {
     this.pid = null;
     this.role = null;
     this.secret = null;
+    // The caller's last place ({pid, secret}), kept across a failed resume and (by the
+    // caller's page, in sessionStorage) across a reload: a fresh hello that shows it is this
+    // page coming back, not a different device, so it needs no handler to let it in.
+    this.place = null;
     this.lastSeq = 0;
     this.resumeWindow = 60;
     this.iceServers = [];
@@ -172,7 +176,7 @@ export class Signal extends EventTarget {
         const join = await this.join;
         if (ws !== this.ws || !join || ws.readyState !== WebSocket.OPEN) return;
         this.join = join;
-        Object.assign(hello, join);
+        Object.assign(hello, this.freshHello());
       }
       ws.send(JSON.stringify(hello));
     });
@@ -212,8 +216,15 @@ export class Signal extends EventTarget {
       this.pid = null;
       this.secret = null;
       this.lastSeq = 0;
-      ws.send(JSON.stringify({ type: "hello", v: PROTOCOL_VERSION, ...this.join }));
+      ws.send(JSON.stringify({ type: "hello", v: PROTOCOL_VERSION, ...this.freshHello() }));
       return;
+    }
+    if (message.type === "waiting") {
+      // A caller is already in the call: the handler decides whether this device joins. Keep
+      // the socket (the server pings it) until a welcome or a bye.
+      clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+      this.setState("waiting", { reason: message.reason });
     }
     if (message.type === "bye" && message.reason === "server_shutdown") {
       // This server is going away. With several nodes another one has our place: reconnect
@@ -233,11 +244,18 @@ export class Signal extends EventTarget {
     this.dispatchEvent(new CustomEvent("message", { detail: message }));
   }
 
+  /** What a fresh hello says: the join, and for the caller the place it had, if any. */
+  freshHello() {
+    const join = this.join || {};
+    return join.credential && this.place ? { ...join, replaces: this.place } : { ...join };
+  }
+
   onWelcome(message) {
     const fresh = message.pid !== this.pid;
     this.pid = message.pid;
     this.role = message.role;
     this.secret = message.resume_secret;
+    this.place = { pid: message.pid, secret: message.resume_secret };
     this.resumeWindow = message.resume_window || this.resumeWindow;
     this.iceServers = message.ice_servers || [];
     if (typeof message.heartbeat === "number" && message.heartbeat > 0) {

@@ -50,6 +50,11 @@ export class HandlerActions {
     if (!spec) return;
     const args = {};
     if (action === "invite" && form.elements.username.value) args.username = form.elements.username.value;
+    if (action === "resend" || action === "revoke") {
+      // Unticked, earlier links' credentials end, the caller's in the call included.
+      const keep = byTestId(this.root, "keep-caller");
+      args.keep_caller = Boolean(keep && keep.checked);
+    }
     if (this.view.send({ type: "control", op: spec.op, ...args })) {
       this.pause(button);
       return;

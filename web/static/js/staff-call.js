@@ -13,6 +13,7 @@ import { LocationPanel } from "./staff-location.js";
 import { QualityPanel } from "./staff-quality.js";
 import { MicrophoneControl, RemoteMedia, openMicrophone } from "./staff-media.js";
 import { HandlerActions } from "./staff-actions.js";
+import { DevicePrompts } from "./staff-device.js";
 import { CallerArrival } from "./staff-arrival.js";
 import { CallerPanel, StillsView } from "./staff-caller.js";
 
@@ -128,6 +129,8 @@ export class CallView {
     if (this.role === "handler") {
       this.actions = new HandlerActions(this);
       this.actions.bind();
+      this.devices = new DevicePrompts(this);
+      this.signal.addEventListener("caller_device", (e) => this.devices.update(e.detail));
     }
   }
 
@@ -295,6 +298,7 @@ export class CallView {
     if (this.mic) this.mic.stop();
     if (this.media) this.media.stop();
     if (this.quality) this.quality.clear();
+    if (this.devices) this.devices.clear();
     if (this.actions) this.actions.stop();
     if (this.stills) this.stills.stop();
     setState(byTestId(this.root, "connection-state"), "ended", t("staff.connection.ended"));

@@ -180,6 +180,8 @@ function enterCall(credential, consent, media = new LocalMedia(), mediaReady = n
 
   // A socket opened while the link was being redeemed, or a new one.
   const signal = early || new Signal({ credential: credential.credential, session: credential.session });
+  // After a reload: the place this tab had, so rejoining is not taken for another device.
+  if (credential.place && !signal.place) signal.place = credential.place;
   const mesh = new Mesh(signal, null);
   call.signal = signal;
   call.mesh = mesh;
@@ -195,6 +197,7 @@ function enterCall(credential, consent, media = new LocalMedia(), mediaReady = n
     if (e.detail.state === "ended") finish(e.detail.reason);
   });
   signal.addEventListener("welcome", (e) => {
+    remember({ place: { pid: e.detail.pid, secret: e.detail.resume_secret } });
     // What the caller agreed to share goes on the case record (once per fresh join).
     if (e.detail.fresh) signal.send({ type: "control", op: "consent", camera: Boolean(consent.camera), microphone: Boolean(consent.microphone), location: Boolean(consent.location) });
     call.joined = true;
@@ -315,7 +318,7 @@ function finish(reason) {
   if (call.wakeLock) call.wakeLock.release().catch(() => {});
   setDark(false);
   forget();
-  const words = { replaced: "victim.ended.replaced", invalid: "victim.link.invalid" };
+  const words = { replaced: "victim.ended.replaced", invalid: "victim.link.invalid", refused: "victim.link.invalid", credential_ended: "victim.link.invalid" };
   say(el("ended-reason"), words[reason] || "victim.ended.body");
   show("ended");
   if (call.signal && call.signal.state !== "ended") call.signal.close(false);
