@@ -63,6 +63,11 @@ class ControlRoomHooks:
         try:
             credential = await self.room.invites.check_credential(hello.credential)
         except LinkRefused as exc:
+            held = await self._own_place(hello) if exc.problem is LinkProblem.ENDED else None
+            if held is not None:
+                # The caller in the call, reloading: a device refused at the door showed a copy
+                # of this credential, which ended it, but this page proves its own place.
+                return held
             code, message = LINK_ERRORS.get(
                 exc.problem, (ErrorCode.UNAUTHORIZED, "this credential is not valid")
             )
@@ -77,6 +82,24 @@ class ControlRoomHooks:
             raise ProtocolError(ErrorCode.SESSION_ENDED, "this call has finished")
         return Admission(session.id, Role.VICTIM, "victim", "Caller",
                          credential=secret_digest(hello.credential))
+
+    async def _own_place(self, hello: Hello) -> Admission | None:
+        """The caller's admission if `hello.replaces` proves a live caller place that was let
+        in with this very credential (its resume secret is the stronger proof)."""
+        if hello.replaces is None or hello.credential is None:
+            return None
+        try:
+            place = await self.room.hub.check_resume(hello.replaces.pid, hello.replaces.secret)
+        except ProtocolError:
+            return None
+        if place.role is not Role.VICTIM or place.admission.credential != secret_digest(
+                hello.credential):
+            return None
+        session = await self.room.sessions.get(place.session)
+        if session is None or session.ended:
+            return None
+        return Admission(session.id, Role.VICTIM, "victim", "Caller",
+                         credential=place.admission.credential)
 
     async def _session_ended(self, hello: Hello) -> bool:
         """Did the call of an ended credential finish (or is it unknown)?"""

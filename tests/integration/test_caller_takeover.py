@@ -258,3 +258,31 @@ async def test_only_the_handler_decides_and_a_waiting_device_gets_nothing_else(
     await expect_error(call.handler, "bad_field")
     await barrier(call.handler)
     assert not [m for m in call.handler.received if m["type"] == "chat"]
+
+
+async def test_refusing_a_copy_of_the_callers_credential_leaves_the_caller_able_to_reload(
+    live: LiveServer,
+) -> None:
+    """A device refused with a copy of the caller's own credential ends that credential for
+    everyone else, but the caller in the call, who proves their place with its own secret,
+    can still reload their page."""
+    call = await open_call(live, "hannah")
+    device = await knock(live, call.credential)
+    prompt = await call.handler.expect("caller_device", op="waiting")
+    await call.handler.send({"type": "control", "op": "refuse_device",
+                             "device": prompt["device"]})
+    assert await device.expect_closed() == (1000, "refused")
+
+    copy = await raw_socket(live)
+    await copy.send({"type": "hello", "v": 1, "credential": call.credential})
+    await expect_error(copy, "unauthorized")
+    forged = await raw_socket(live)
+    await forged.send({"type": "hello", "v": 1, "credential": call.credential,
+                       "replaces": {"pid": call.caller.pid, "secret": "guessed"}})
+    await expect_error(forged, "unauthorized")
+    reloaded = await raw_socket(live)
+    welcome = await reloaded.hello(
+        credential=call.credential,
+        replaces={"pid": call.caller.pid, "secret": call.caller.welcome["resume_secret"]})
+    assert welcome["role"] == "victim"
+    assert await call.caller.expect_closed() == (1000, "replaced")
