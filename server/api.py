@@ -108,13 +108,26 @@ async def create_session(request: web.Request) -> web.Response:
     phone_line = body.get("phone_line", True)
     if not isinstance(phone_line, bool):
         return _error("bad_field", "phone_line must be true or false.", 400)
+    send_link = body.get("send_link", True)
+    if not isinstance(send_link, bool):
+        return _error("bad_field", "send_link must be true or false.", 400)
+    staff = _staff(request)
     session = await room.create_session(
-        _staff(request), _field(body, "incident_ref"), _field(body, "phone"),
-        _field(body, "language", "en"), phone_line,
+        staff, _field(body, "incident_ref"), _field(body, "phone"),
+        _field(body, "language", "en"), phone_line, send_link,
     )
     return web.json_response(
-        {"session": session_json(session), "status": await room.status(session.id)}, status=201
+        {"session": session_json(session), "status": await _status_with_history(
+            request, staff, session)}, status=201
     )
+
+
+async def _status_with_history(request: web.Request, staff: Staff,
+                               session: VideoSession) -> dict[str, Any]:
+    """The session's status and its contact history facts (a lookup, noted on the record)."""
+    room = request.app[keys.ROOM]
+    return {**await room.status(session.id),
+            "history": await room.history(staff, session, "api")}
 
 
 @require_role(*ALL_STAFF)
@@ -124,7 +137,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     if staff.role is StaffRole.HANDLER:
         sessions = await room.sessions.for_handler(staff.id)
     elif staff.role is StaffRole.SPECIALIST:
-        sessions = await room.sessions.for_specialist(staff.id)
+        sessions = await room.specialist_sessions(staff)
     elif staff.role in (StaffRole.SUPERVISOR, StaffRole.AUDITOR):
         sessions = await room.sessions.recent()
     else:
@@ -138,10 +151,21 @@ async def list_sessions(request: web.Request) -> web.Response:
 @require_role(*ALL_STAFF)
 async def get_session(request: web.Request) -> web.Response:
     room = request.app[keys.ROOM]
-    session = await room.session_for(_staff(request), request.match_info["session_id"])
+    staff = _staff(request)
+    session = await room.session_for(staff, request.match_info["session_id"])
     return web.json_response(
-        {"session": session_json(session), "status": await room.status(session.id)}
+        {"session": session_json(session), "status": await _status_with_history(
+            request, staff, session)}
     )
+
+
+@require_role(StaffRole.SUPERVISOR, StaffRole.SPECIALIST, StaffRole.HANDLER)
+async def contact_history(request: web.Request) -> web.Response:
+    """Earlier contacts in detail (referral notes, safe call times): supervisors and the
+    session's specialist; a handler gets 403 (the facts are in the session's status)."""
+    details = await request.app[keys.ROOM].history_details(
+        _staff(request), request.match_info["session_id"])
+    return web.json_response(details)
 
 
 @require_role(StaffRole.HANDLER)
@@ -310,3 +334,4 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/sessions/{session_id}/risk", assess_risk)
     r.add_post("/api/sessions/{session_id}/referrals", add_referral)
     r.add_get("/api/sessions/{session_id}/case", case_notes)
+    r.add_get("/api/sessions/{session_id}/history", contact_history)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from server.contacts import PriorContact
 from server.record import CaseEvent, CaseRecordError, CaseRecordStore, SessionShredded
 from server.referrals import ReferralError, ReferralOutcome
 from server.refusals import ControlRoomError
-from server.risk.assessment import AssessmentError, RiskAssessment, assess
+from server.risk.assessment import AssessmentError, DowngradeRefused, RiskAssessment, assess
 from server.risk.questionnaire import (
     DEFAULT_FORM_ID,
     Questionnaire,
@@ -146,6 +147,9 @@ class CaseNotes:
             raise CaseNoteError(
                 "bad_field", f"final_band must be one of {', '.join(b.value for b in RiskBand)}."
             )
+        # The floor is the highest band this session has recorded, not only the latest:
+        # high, then medium with a reason, then standard still goes below high.
+        floor = band_state(session_id, await self._events(session_id))
         try:
             assessment = assess(
                 self.forms[form_id],
@@ -153,16 +157,29 @@ class CaseNotes:
                 judged_band=final_band,
                 reason=_optional_text(body, "reason"),
                 previous_band=previous_band,
+                session_band=None if floor is None else floor.highest_band,
                 prior_contacts_12_months=prior_contacts_12_months,
                 marac_on_judgement=judgement_marac,
             )
+        except DowngradeRefused as exc:
+            raise CaseNoteError("downgrade_needs_reason", _sentence(exc), 409) from exc
         except AssessmentError as exc:
             raise CaseNoteError("bad_assessment", _sentence(exc)) from exc
         stored = {**assessment.to_dict(), "by": staff.id, "by_role": staff.role.value}
         at = await self._append(session_id, RISK_KIND, stored)
-        log.info("risk assessment (%s) stored for session %s by staff %d%s", form_id,
-                 session_id, staff.id, " [downgraded]" if assessment.downgraded else "")
+        flag = " [downgraded]" if assessment.downgraded else ""
+        log.info("risk assessment (%s%s) stored for session %s by staff %d%s", form_id,
+                 "" if assessment.complete else ", incomplete", session_id, staff.id, flag)
         return {**stored, "at": at}
+
+    async def _events(self, session_id: str) -> list[CaseEvent]:
+        try:
+            return await self._store().read(session_id)
+        except SessionShredded as exc:
+            raise CaseNoteError(
+                "shredded", "This session's record was destroyed under the retention policy.",
+                410,
+            ) from exc
 
     async def add_referral(
         self, session_id: str, staff: Staff, body: Mapping[str, Any]
@@ -184,20 +201,18 @@ class CaseNotes:
                            {"by": staff.id, "via": "case_api"})
 
     async def case(self, session_id: str) -> dict[str, Any]:
-        """The latest assessment and every referral of the session, from its record."""
-        try:
-            events = await self._store().read(session_id)
-        except SessionShredded as exc:
-            raise CaseNoteError(
-                "shredded", "This session's record was destroyed under the retention policy.",
-                410,
-            ) from exc
+        """The latest assessment, the session's band (lowered or not, and its highest), every
+        assessment in order (an earlier, higher one stays visible) and every referral."""
+        events = await self._events(session_id)
         assessments = [e for e in events if e.header.kind == RISK_KIND]
+        state = band_state(session_id, events)
         return {
             "assessment": (
                 {**assessments[-1].body, "at": assessments[-1].header.at} if assessments else None
             ),
             "assessments": len(assessments),
+            "band": BandState.empty() if state is None else state.to_dict(),
+            "history": [_history_item(e) for e in assessments],
             "referrals": [
                 {**e.body, "at": e.header.at} for e in events if e.header.kind == REFERRAL_KIND
             ],
@@ -217,15 +232,57 @@ class CaseNotes:
             if not isinstance(exc, SessionShredded):
                 log.warning("history: record of session %s unreadable: %s", session.id, exc)
             return PriorContact(session.id, started)
-        band, band_at = _latest_band(session.id, events)
-        return PriorContact(session.id, started, band, band_at, _current_referrals(session.id,
-                                                                                   events))
+        state = band_state(session.id, events)
+        referrals = _current_referrals(session.id, events)
+        if state is None:
+            return PriorContact(session.id, started, referrals=referrals)
+        return PriorContact(
+            session.id, started, state.final_band,
+            datetime.fromtimestamp(state.at, UTC), referrals,
+            band_downgraded=state.downgraded,
+            band_lowered_from=state.highest_band if state.lowered else None,
+            band_by_role=state.by_role,
+            band_reason=state.reason,
+        )
 
 
-def _latest_band(session_id: str, events: list[CaseEvent]) -> tuple[
-    RiskBand | None, datetime | None
-]:
-    for event in reversed(events):
+@dataclass(frozen=True)
+class BandState:
+    """A session's band as its complete assessments leave it: the latest one's final band,
+    whether that was lowered (with the reason and who) and the highest it ever reached."""
+
+    final_band: RiskBand
+    highest_band: RiskBand
+    downgraded: bool
+    downgrade_rules: tuple[str, ...]
+    reason: str | None
+    by: int | None
+    by_role: str | None
+    at: float
+
+    @property
+    def lowered(self) -> bool:
+        return self.final_band.rank < self.highest_band.rank
+
+    @staticmethod
+    def empty() -> dict[str, Any]:
+        return {"final_band": None, "highest_band": None, "downgraded": False,
+                "downgrade_rules": [], "reason": None, "by": None, "by_role": None, "at": None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "final_band": self.final_band.value, "highest_band": self.highest_band.value,
+            "downgraded": self.downgraded, "downgrade_rules": list(self.downgrade_rules),
+            "reason": self.reason, "by": self.by, "by_role": self.by_role, "at": self.at,
+        }
+
+
+def band_state(session_id: str, events: list[CaseEvent]) -> BandState | None:
+    """The session's band from its record; None if no complete assessment was stored.
+    Incomplete forms are skipped: they never set or lower the band."""
+    latest: tuple[RiskAssessment, CaseEvent] | None = None
+    highest: RiskBand | None = None
+    for event in events:
         if event.header.kind != RISK_KIND:
             continue
         try:
@@ -233,8 +290,39 @@ def _latest_band(session_id: str, events: list[CaseEvent]) -> tuple[
         except AssessmentError as exc:
             log.warning("history: bad assessment in session %s: %s", session_id, exc)
             continue
-        return assessment.final_band, datetime.fromtimestamp(event.header.at, UTC)
-    return None, None
+        if assessment.final_band is None:
+            continue
+        latest = (assessment, event)
+        if highest is None or assessment.final_band.rank > highest.rank:
+            highest = assessment.final_band
+    if latest is None or highest is None:
+        return None
+    assessment, event = latest
+    assert assessment.final_band is not None
+    by = event.body.get("by")
+    role = event.body.get("by_role")
+    return BandState(
+        final_band=assessment.final_band,
+        highest_band=highest,
+        downgraded=assessment.downgraded,
+        downgrade_rules=tuple(rule.value for rule in assessment.downgrade_rules),
+        reason=assessment.reason if assessment.downgraded else None,
+        by=by if isinstance(by, int) and not isinstance(by, bool) else None,
+        by_role=role if isinstance(role, str) else None,
+        at=event.header.at,
+    )
+
+
+def _history_item(event: CaseEvent) -> dict[str, Any]:
+    """One assessment in the session's list: what it gave, flagged, and who and when."""
+    body = event.body
+    return {
+        "at": event.header.at,
+        **{name: body.get(name) for name in (
+            "form_id", "complete", "score", "computed_band", "final_band", "downgraded",
+            "downgrade_rules", "reason", "by", "by_role")},
+        "complete": body.get("complete", True),
+    }
 
 
 def _current_referrals(session_id: str, events: list[CaseEvent]) -> tuple[ReferralOutcome, ...]:

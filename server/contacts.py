@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from server.referrals import ReferralError, ReferralKind, ReferralOutcome, ReferralStatus
@@ -112,6 +112,10 @@ class PriorContact:
     risk_band: RiskBand | None = None  # the final band of its assessment, if one was made
     risk_assessed_at: datetime | None = None
     referrals: tuple[ReferralOutcome, ...] = ()
+    band_downgraded: bool = False  # that band was a flagged downgrade (with a reason)
+    band_lowered_from: RiskBand | None = None  # the higher band it reached before, if any
+    band_by_role: str | None = None  # who set that band, by role ("handler", "specialist")
+    band_reason: str | None = None  # the written reason, if that band was a downgrade
 
     def __post_init__(self) -> None:
         _aware(self.started_at, "started_at")
@@ -131,6 +135,12 @@ class PriorContact:
                 None if self.risk_assessed_at is None else self.risk_assessed_at.isoformat()
             ),
             "referrals": [referral.to_dict() for referral in self.referrals],
+            "band_downgraded": self.band_downgraded,
+            "band_lowered_from": (
+                None if self.band_lowered_from is None else RiskBand(self.band_lowered_from).value
+            ),
+            "band_by_role": self.band_by_role,
+            "band_reason": self.band_reason,
         }
 
     @classmethod
@@ -147,6 +157,10 @@ class PriorContact:
                 None if assessed is None else _parse_time(assessed, "risk_assessed_at")
             ),
             referrals=_parse_referrals(data.get("referrals", []), "referrals"),
+            band_downgraded=data.get("band_downgraded") is True,
+            band_lowered_from=_parse_band(data.get("band_lowered_from"), "band_lowered_from"),
+            band_by_role=by_role if isinstance(by_role := data.get("band_by_role"), str) else None,
+            band_reason=reason if isinstance(reason := data.get("band_reason"), str) else None,
         )
 
 
@@ -161,6 +175,8 @@ class ContactHistory:
     open_referrals: tuple[ReferralOutcome, ...]
     marac_12_months: bool
     repeat_contact: bool  # at least one earlier contact in the last 12 months
+    # The contact the last band comes from (its downgrade flag); not part of the summary.
+    last_banded: PriorContact | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -229,4 +245,5 @@ def summarise_history(prior: Iterable[PriorContact], now: datetime) -> ContactHi
         open_referrals=open_referrals,
         marac_12_months=marac,
         repeat_contact=bool(recent),
+        last_banded=last,
     )

@@ -20,7 +20,7 @@ from server.config import Config
 from server.contacts import ContactHistory, PhoneLinkKey, summarise_history
 from server.invites import Credential, Invite, InviteStore, LinkProblem, LinkRefused
 from server.phone import masked, normalise_mobile
-from server.record import CaseRecordStore
+from server.record import CaseRecordError, CaseRecordStore
 from server.refusals import ControlRoomError
 from server.risk.assessment import MARAC_REPEAT_CONTACTS
 from server.sessions import IllegalTransition, SessionState, VideoSession, VideoSessionStore
@@ -76,8 +76,19 @@ class ControlRoom:
         if staff.role is StaffRole.HANDLER:
             return session.handler_id == staff.id
         if staff.role is StaffRole.SPECIALIST:
-            return await self.invitations.was_invited(session.id, staff.id)
+            # Only while asked (ringing) or once accepted: a specialist who declined, let
+            # the ring time out or was cancelled has no part in the case (decision 39).
+            if await self.invitations.has_accepted(session.id, staff.id):
+                return True
+            latest = await self.invitations.latest(session.id)
+            return (latest is not None and latest.specialist_id == staff.id
+                    and latest.state is InvitationState.RINGING)
         return False
+
+    async def specialist_sessions(self, specialist: Staff) -> list[VideoSession]:
+        """The sessions a specialist's list shows: those they may still see (decision 39)."""
+        return [s for s in await self.sessions.for_specialist(specialist.id)
+                if await self.visible_to(specialist, s)]
 
     async def session_for(self, staff: Staff, session_id: str) -> VideoSession:
         session = await self.sessions.get(session_id) if len(session_id) <= 64 else None
@@ -107,7 +118,7 @@ class ControlRoom:
 
     async def create_session(
         self, handler: Staff, incident_ref: str, phone: str, language: str = "en",
-        phone_line: bool = True,
+        phone_line: bool = True, send_link: bool = True,
     ) -> VideoSession:
         if handler.role is not StaffRole.HANDLER:
             raise ControlRoomError("forbidden", "Only call handlers create sessions.", 403)
@@ -123,7 +134,8 @@ class ControlRoom:
                         handler=handler.id, language=language, phone=number,
                         phone_line=phone_line)
         log.info("session %s created by staff %d", session.id, handler.id)
-        await self.send_link(handler, session.id)
+        if send_link:  # without: the handler sees the history first and texts no one yet
+            await self.send_link(handler, session.id)
         fresh = await self.sessions.get(session.id)
         assert fresh is not None
         return fresh
@@ -536,12 +548,18 @@ class ControlRoom:
                 "expires_at": invite.expires_at,
             },
             "specialist": specialist,
-            "history": await self.history(session),
         }
 
-    async def history(self, session: VideoSession) -> dict[str, Any]:
-        """Earlier contacts from the same number, so no call is treated in isolation."""
+    # -- contact history: facts for whoever sees the session, details where needed ---------
+
+    async def history(self, staff: Staff, session: VideoSession, via: str) -> dict[str, Any]:
+        """Earlier contacts from the same number, so no call is treated in isolation: facts
+        only (counts, dates, the last band and whether it was lowered, MARAC, the kinds of
+        open referrals), never notes, agencies or safe call times. The lookup is written to
+        the record first (decision 40)."""
         summary, earlier = await self._history_summary(session)
+        await self._note_lookup(staff, session, via, earlier, details=False)
+        last = summary.last_banded
         return {
             "contacts_12_months": summary.contacts_12_months,
             "total_contacts": summary.total_contacts,
@@ -549,11 +567,71 @@ class ControlRoom:
             "last_contact": earlier[0].created_at if earlier else None,
             "last_band": summary.last_band.value if summary.last_band else None,
             "last_band_at": summary.last_band_at.timestamp() if summary.last_band_at else None,
-            "open_referrals": [r.to_dict() for r in summary.open_referrals],
+            "last_band_downgraded": bool(last and last.band_downgraded),
+            "last_band_lowered_from": (
+                last.band_lowered_from.value if last and last.band_lowered_from else None
+            ),
+            "last_band_by": (
+                last.band_by_role.capitalize() if last and last.band_by_role else None
+            ),
+            "open_referrals": [
+                {"kind": r.kind.value, "status": r.status.value} for r in summary.open_referrals
+            ],
             "marac_12_months": summary.marac_12_months,
             # This contact makes enough in 12 months for MARAC to be suggested.
             "marac_repeat_contacts": summary.contacts_12_months + 1 >= MARAC_REPEAT_CONTACTS,
         }
+
+    async def history_details(self, staff: Staff, session_id: str) -> dict[str, Any]:
+        """Each earlier contact's band (with a lowering's reason) and referrals in full
+        (notes, agency, safe call times): for a supervisor, or a specialist who accepted
+        this session; not for handlers, who get the facts (decision 40)."""
+        session = await self.session_for(staff, session_id)
+        if staff.role not in (StaffRole.SUPERVISOR, StaffRole.SPECIALIST):
+            raise ControlRoomError(
+                "forbidden", "Contact history details are for supervisors and the session's "
+                "specialist.", 403,
+            )
+        await self._accepted_if_specialist(staff, session)
+        earlier = await self.sessions.earlier_contacts(session.id)
+        await self._note_lookup(staff, session, "api", earlier, details=True)
+        contacts = []
+        for other in earlier:
+            prior = await self.case_notes.prior_contact(other)
+            contacts.append({
+                "session": other.id,
+                "incident_ref": other.incident_ref,
+                "started_at": other.created_at,
+                "band": prior.risk_band.value if prior.risk_band else None,
+                "band_at": prior.risk_assessed_at.timestamp() if prior.risk_assessed_at else None,
+                "band_downgraded": prior.band_downgraded,
+                "band_lowered_from": (
+                    prior.band_lowered_from.value if prior.band_lowered_from else None
+                ),
+                "band_reason": prior.band_reason,
+                "band_by": prior.band_by_role,
+                "referrals": [r.to_dict() for r in prior.referrals],
+            })
+        return {"session": session.id, "contacts": contacts}
+
+    async def _note_lookup(self, staff: Staff, session: VideoSession, via: str,
+                           earlier: list[VideoSession], *, details: bool) -> None:
+        """DPA 2018 s.62: who consulted which records, when (the event's time) and why (the
+        session looked from, with its incident reference). Written to this session's record
+        before anything is shown, and to each consulted session's record too."""
+        if self.record is None:
+            return
+        consulted = [s.id for s in earlier]
+        await self.record.append(session.id, "history_consulted", {
+            "by": staff.id, "by_role": staff.role.value, "via": via, "details": details,
+            "sessions": consulted})
+        for other in consulted:
+            try:
+                await self.record.append(other, "history_consulted", {
+                    "by": staff.id, "by_role": staff.role.value, "via": via,
+                    "details": details, "for_session": session.id})
+            except CaseRecordError:
+                pass  # a shredded earlier record holds nothing more to protect
 
     async def _history_summary(
         self, session: VideoSession
@@ -566,14 +644,25 @@ class ControlRoom:
 
     # -- case notes: risk assessments and referral outcomes ------------------------------------
 
+    async def _accepted_if_specialist(self, staff: Staff, session: VideoSession) -> None:
+        """Case notes and history details are for a specialist who accepted, not one who is
+        only being rung (who sees the session so as to decide) or who said no."""
+        if staff.role is StaffRole.SPECIALIST and not await self.invitations.has_accepted(
+            session.id, staff.id
+        ):
+            raise ControlRoomError("not_found", "No such session.", 404)
+
     async def _case_session(self, staff: Staff, session_id: str) -> VideoSession:
         """The session, if `staff` may write its case notes: its handler or a specialist
-        invited to it (during the call or after it)."""
+        who accepted the invitation (during the call or after it); one still being rung,
+        or who declined or timed out, may not."""
         if staff.role not in (StaffRole.HANDLER, StaffRole.SPECIALIST):
             raise ControlRoomError(
                 "forbidden", "Only the session's handler or specialist can do this.", 403
             )
-        return await self.session_for(staff, session_id)
+        session = await self.session_for(staff, session_id)
+        await self._accepted_if_specialist(staff, session)
+        return session
 
     async def assess_risk(
         self, staff: Staff, session_id: str, body: dict[str, Any]
@@ -595,9 +684,14 @@ class ControlRoom:
         """The session's latest assessment and its referrals; a supervisor's or auditor's
         reading is itself written to the record."""
         session = await self.session_for(staff, session_id)
+        await self._accepted_if_specialist(staff, session)
         case = await self.case_notes.case(session.id)
         if staff.role in (StaffRole.SUPERVISOR, StaffRole.AUDITOR):
             await self.case_notes.note_read(session.id, staff)
+        band = case["band"]
+        if band["by"] is not None:  # who lowered (or set) the band, by name as well as id
+            person = await self.accounts.get(band["by"])
+            band["by_name"] = person.display_name if person else f"staff #{band['by']}"
         return case
 
     async def push_status(self, session_id: str) -> None:

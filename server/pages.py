@@ -188,6 +188,8 @@ async def create_session(request: web.Request) -> web.StreamResponse:
             str(form.get("language", "en")),
             # An unticked box is absent from a form: the hidden field says the box was shown.
             phone_line="phone_line" in form or "phone_line_shown" not in form,
+            # The second button: look at the number's history first, text no one yet.
+            send_link=form.get("send_link") != "0",
         )
     except (PhoneNumberError, SessionInputError, ControlRoomError) as exc:
         message = exc.message if isinstance(exc, ControlRoomError) else str(exc)
@@ -214,6 +216,7 @@ async def session_page(request: web.Request) -> web.StreamResponse:
     return aiohttp_jinja2.render_template("session.html", request, {
         "session": session,
         "status": status,
+        "history": await room.history(staff, session, "page"),
         "link_state": link_state(status),
         "view_role": await view_role(room, staff, session),
         "specialists": await room.available_specialists()
@@ -269,7 +272,7 @@ async def specialist_desk(request: web.Request) -> web.StreamResponse:
     return aiohttp_jinja2.render_template("specialist.html", request, {
         "available": bool(fresh and fresh.available),
         "ringing": ringing,
-        "sessions": await room.sessions.for_specialist(staff.id),
+        "sessions": await room.specialist_sessions(staff),
     })
 
 

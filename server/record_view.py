@@ -27,11 +27,13 @@ from server.evidence import readable_body
 from server.phone import masked
 from server.record import SessionShredded
 from server.referrals import KIND_LABELS, ReferralKind
+from server.risk.questionnaire import RiskBand
 from server.sessions import VideoSession
 
 log = logging.getLogger("erv.record")
 
 READ_KIND = "record_read"
+BAND_ORDER = [band.value for band in RiskBand]  # standard < medium < high
 READERS = (StaffRole.SUPERVISOR, StaffRole.AUDITOR)
 I18N_EN = Path(__file__).resolve().parent.parent / "web" / "static" / "i18n" / "en.json"
 
@@ -61,6 +63,7 @@ KIND_LABELS_PLAIN: dict[str, str] = {
     "referral": "Referral",
     "session_ended": "Session ended",
     "record_read": "Record read",
+    "history_consulted": "Contact history consulted",
     "record_exported": "Record exported",
     "evidence_added": "Evidence added",
     "legal_hold_set": "Legal hold set",
@@ -253,16 +256,24 @@ class Presenter:
         band = data.get("final_band", data.get("band"))
         if band is not None:
             out.append(("Band", plain(band)))
+        if data.get("complete") is False:
+            out.append(("Incomplete (sets no band)",
+                        f"{len(data.get('unanswered') or [])} questions unanswered"))
         if data.get("downgraded"):
             rules = ", ".join(str(r) for r in data.get("downgrade_rules") or []) or "yes"
             out.append(("Downgraded (flagged)", rules))
             out.append(("Reason given", plain(data.get("reason"))))
+            higher = [b for b in (data.get("session_band"), data.get("previous_band"),
+                                  data.get("computed_band")) if isinstance(b, str)]
+            if higher:
+                out.append(("Lowered from", max(higher, key=BAND_ORDER.index)
+                            if all(b in BAND_ORDER for b in higher) else higher[0]))
         if data.get("marac_suggested"):
             out.append(("MARAC suggested", ", ".join(
                 str(t) for t in data.get("marac_triggers") or []) or "yes"))
         shown = {"form_id", "score", "computed_band", "final_band", "band", "downgraded",
                  "downgrade_rules", "reason", "marac_suggested", "marac_triggers", "answers",
-                 "assessment"}
+                 "assessment", "complete", "unanswered"}
         out += [(k, v) for k, v in self.generic({k: v for k, v in data.items()
                                                  if k not in shown})]
         if data is not body:

@@ -30,7 +30,10 @@ log = logging.getLogger("erv.record")
 
 DAY = 86400.0
 # Events that say someone looked after the record; they do not make a session "recent".
-ACCESS_KINDS = ("record_exported", "legal_hold_set", "legal_hold_released", "record_read")
+# A contact-history lookup (`history_consulted`) is one too: being looked up from a later
+# session must not keep an old record from its retention.
+ACCESS_KINDS = ("record_exported", "legal_hold_set", "legal_hold_released", "record_read",
+                "history_consulted")
 
 HOLD_SCHEMA = """CREATE TABLE IF NOT EXISTS record_legal_holds (
     session_ref TEXT PRIMARY KEY,

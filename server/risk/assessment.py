@@ -1,9 +1,12 @@
 """Scoring a filled-in questionnaire: score, band, the downgrade rule, the MARAC suggestion.
 
 Professional judgement may raise the band freely. It may never lower it silently: a final
-band below the computed one, or below the previous contact's band, needs a written reason
-and the assessment is flagged `downgraded` with the rule(s) it went below, so a supervisor
-reviewing the record sees it at once.
+band below the computed one, below the highest band already recorded in this session, or
+below the previous contact's band, needs a written reason and the assessment is flagged
+`downgraded` with the rule(s) it went below, so a supervisor reviewing the record sees it at
+once. A form with unanswered questions is incomplete: it is stored as such, with no score
+and no band, and never sets or lowers the session's band (an unanswered question is not a
+"no", and a blank form is not "standard risk").
 """
 
 from __future__ import annotations
@@ -30,9 +33,21 @@ class AssessmentError(ValueError):
     """The answers or the judgement cannot be accepted; the message is safe to show staff."""
 
 
+class DowngradeRefused(AssessmentError):
+    """A lower band without a (long enough) written reason."""
+
+
 class DowngradeRule(StrEnum):
     BELOW_COMPUTED = "below_computed"  # final band lower than the score's band
     BELOW_PREVIOUS = "below_previous"  # final band lower than the previous contact's
+    BELOW_SESSION = "below_session"  # final band lower than the highest in this session
+
+
+_RULE_WORDS = {
+    DowngradeRule.BELOW_COMPUTED: "the computed band",
+    DowngradeRule.BELOW_PREVIOUS: "the previous band",
+    DowngradeRule.BELOW_SESSION: "the highest band recorded in this session",
+}
 
 
 class MaracTrigger(StrEnum):
@@ -43,15 +58,18 @@ class MaracTrigger(StrEnum):
 
 @dataclass(frozen=True)
 class RiskAssessment:
-    """A completed assessment, as stored in the case record."""
+    """An assessment as stored in the case record: complete, or incomplete (no band)."""
 
     form_id: str
     form_version: str
     answers: dict[str, str]
-    score: int | None  # None for forms without a numeric score (THRIVE)
+    score: int | None  # None for forms without a numeric score (THRIVE), or incomplete
     computed_band: RiskBand | None  # None when the form leaves the band wholly to judgement
-    final_band: RiskBand
+    final_band: RiskBand | None  # None only for an incomplete form
     previous_band: RiskBand | None = None
+    session_band: RiskBand | None = None  # the highest band recorded earlier in this session
+    complete: bool = True
+    unanswered: tuple[str, ...] = ()  # for an incomplete form: the questions left blank
     raised: bool = False
     downgraded: bool = False
     downgrade_rules: tuple[DowngradeRule, ...] = ()
@@ -66,8 +84,11 @@ class RiskAssessment:
             "answers": dict(self.answers),
             "score": self.score,
             "computed_band": None if self.computed_band is None else self.computed_band.value,
-            "final_band": self.final_band.value,
+            "final_band": None if self.final_band is None else self.final_band.value,
             "previous_band": None if self.previous_band is None else self.previous_band.value,
+            "session_band": None if self.session_band is None else self.session_band.value,
+            "complete": self.complete,
+            "unanswered": list(self.unanswered),
             "raised": self.raised,
             "downgraded": self.downgraded,
             "downgrade_rules": [rule.value for rule in self.downgrade_rules],
@@ -97,8 +118,15 @@ class RiskAssessment:
                 answers=dict(answers),
                 score=score,
                 computed_band=_optional_band(data["computed_band"]),
-                final_band=RiskBand(_string(data["final_band"], "final_band")),
+                final_band=_optional_band(data["final_band"]),
                 previous_band=_optional_band(data["previous_band"]),
+                # Assessments stored before these fields existed were all complete.
+                session_band=_optional_band(data.get("session_band")),
+                complete=_flag(data.get("complete", True), "complete"),
+                unanswered=tuple(
+                    _string(v, "unanswered") for v in _list(data.get("unanswered", []),
+                                                            "unanswered")
+                ),
                 raised=_flag(data["raised"], "raised"),
                 downgraded=_flag(data["downgraded"], "downgraded"),
                 downgrade_rules=tuple(
@@ -111,13 +139,19 @@ class RiskAssessment:
                     MaracTrigger(_string(v, "marac_triggers"))
                     for v in _list(data["marac_triggers"], "marac_triggers")
                 ),
-            )
+            )._checked()
         except KeyError as exc:
             raise AssessmentError(f"stored assessment lacks {exc.args[0]}") from exc
         except ValueError as exc:  # bad enum value
             if isinstance(exc, AssessmentError):
                 raise
             raise AssessmentError(f"stored assessment is malformed: {exc}") from exc
+
+
+    def _checked(self) -> RiskAssessment:
+        if self.complete == (self.final_band is None):
+            raise AssessmentError("a complete assessment has a band, an incomplete one none")
+        return self
 
 
 def _string(value: object, name: str) -> str:
@@ -196,6 +230,14 @@ def score_answers(
     return clean, None, None
 
 
+def unanswered_questions(form: Questionnaire, clean: Mapping[str, str]) -> tuple[str, ...]:
+    """The questions a form needs answered before it can give a band: every yes/no/not
+    known and every choice question ("not known" is an answer; a text question is a note)."""
+    return tuple(
+        q.id for q in form.questions if q.kind is not QuestionKind.TEXT and q.id not in clean
+    )
+
+
 def assess(
     form: Questionnaire,
     answers: Mapping[str, object],
@@ -203,6 +245,7 @@ def assess(
     judged_band: RiskBand | str | None = None,
     reason: str | None = None,
     previous_band: RiskBand | str | None = None,
+    session_band: RiskBand | str | None = None,
     prior_contacts_12_months: int = 0,
     marac_on_judgement: bool = False,
 ) -> RiskAssessment:
@@ -210,18 +253,31 @@ def assess(
 
     `judged_band` is the band the professional settles on (None: keep the computed band).
     `previous_band` is the final band of this victim's previous contact, if any.
+    `session_band` is the highest band recorded so far in this session, if any.
     `prior_contacts_12_months` counts earlier contacts in the last 12 months, not this one.
     """
     clean, score, computed = score_answers(form, answers)
     try:
         judged = None if judged_band is None else RiskBand(judged_band)
         previous = None if previous_band is None else RiskBand(previous_band)
+        floor = None if session_band is None else RiskBand(session_band)
     except ValueError as exc:
         raise AssessmentError(
             f"band must be one of {', '.join(b.value for b in RiskBand)}"
         ) from exc
     if prior_contacts_12_months < 0:
         raise AssessmentError("prior contacts cannot be negative")
+    written = (reason or "").strip() or None
+    if written is not None and len(written) > MAX_REASON_LENGTH:
+        raise AssessmentError(f"the reason must be at most {MAX_REASON_LENGTH} characters")
+    missing = unanswered_questions(form, clean)
+    if missing:
+        # Stored as progress, never as a band: a blank is not a "no".
+        return RiskAssessment(
+            form_id=form.id, form_version=form.version, answers=clean, score=None,
+            computed_band=None, final_band=None, previous_band=previous, session_band=floor,
+            complete=False, unanswered=missing, reason=written,
+        )
     final = judged if judged is not None else computed
     if final is None:
         raise AssessmentError(f"form {form.id} has no computed band: choose one")
@@ -231,15 +287,11 @@ def assess(
         rules.append(DowngradeRule.BELOW_COMPUTED)
     if previous is not None and final.rank < previous.rank:
         rules.append(DowngradeRule.BELOW_PREVIOUS)
-    written = (reason or "").strip() or None
-    if written is not None and len(written) > MAX_REASON_LENGTH:
-        raise AssessmentError(f"the reason must be at most {MAX_REASON_LENGTH} characters")
+    if floor is not None and final.rank < floor.rank:
+        rules.append(DowngradeRule.BELOW_SESSION)
     if rules and (written is None or len(written) < MIN_REASON_LENGTH):
-        below = " and ".join(
-            "the computed band" if r is DowngradeRule.BELOW_COMPUTED else "the previous band"
-            for r in rules
-        )
-        raise AssessmentError(
+        below = " and ".join(_RULE_WORDS[r] for r in rules)
+        raise DowngradeRefused(
             f"a band lower than {below} needs a written reason "
             f"of at least {MIN_REASON_LENGTH} characters"
         )
@@ -260,6 +312,7 @@ def assess(
         computed_band=computed,
         final_band=final,
         previous_band=previous,
+        session_band=floor,
         raised=computed is not None and final.rank > computed.rank,
         downgraded=bool(rules),
         downgrade_rules=tuple(rules),

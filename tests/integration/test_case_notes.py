@@ -30,6 +30,7 @@ async def assess(client: StaffClient, session: str, body: dict[str, Any],
     return dict(data)
 
 
+THRIVE_LEVELS = {"threat_level": "high", "harm_level": "high", "risk_level": "high"}
 MARAC_MADE = {"kind": "marac", "status": "made", "safe_to_call": "yes",
               "safe_times": [{"day": "tue", "start": "09:30", "end": "11:00"}],
               "notes": "MARAC on Thursday"}
@@ -53,7 +54,7 @@ async def test_forms_are_served_for_consoles(live: LiveServer) -> None:
 
 async def test_dash_score_band_marac_and_downgrade_rule(live: LiveServer) -> None:
     """14 yes is high with MARAC suggested; a lower final band without a reason is 400 and
-    nothing is stored; with a reason it is stored, flagged, with the rule it broke."""
+    nothing is stored; with a reason it is stored, flagged, with the rules it broke."""
     handler = await live.staff_client("hannah", StaffRole.HANDLER)
     session = await handler.create_session(phone=PHONE)
 
@@ -63,18 +64,20 @@ async def test_dash_score_band_marac_and_downgrade_rule(live: LiveServer) -> Non
     assert high["marac_suggested"] is True and high["marac_triggers"] == ["high_band"]
 
     refused = await assess(handler, session, {"answers": dash(14), "final_band": "medium"},
-                           expect=400)
-    assert refused["error"] == "bad_assessment"
+                           expect=409)
+    assert refused["error"] == "downgrade_needs_reason"
     assert "needs a written reason" in refused["message"]
     await assess(handler, session, {"answers": dash(14), "final_band": "medium",
-                                    "reason": "not really"}, expect=400)  # too short
+                                    "reason": "not really"}, expect=409)  # too short
     _, case = await handler.api("GET", f"/api/sessions/{session}/case", expect=200)
     assert case["case"]["assessments"] == 1  # the refused ones left nothing behind
 
     lowered = (await assess(handler, session, {"answers": dash(14), "final_band": "medium",
                                                "reason": REASON}))["assessment"]
     assert lowered["computed_band"] == "high" and lowered["final_band"] == "medium"
-    assert lowered["downgraded"] is True and lowered["downgrade_rules"] == ["below_computed"]
+    # Below the score's band, and below the high this session already recorded.
+    assert lowered["downgraded"] is True
+    assert lowered["downgrade_rules"] == ["below_computed", "below_session"]
     assert lowered["reason"] == REASON and lowered["marac_suggested"] is False
 
     _, case = await handler.api("GET", f"/api/sessions/{session}/case", expect=200)
@@ -113,7 +116,9 @@ async def test_bad_assessments_and_referrals_are_refused(live: LiveServer) -> No
                                     expect=400)
         assert body["error"] == "bad_referral" and words in body["message"], (referral, body)
     _, case = await handler.api("GET", f"/api/sessions/{session}/case", expect=200)
-    assert case["case"] == {"assessment": None, "assessments": 0, "referrals": []}
+    assert case["case"]["assessment"] is None and case["case"]["assessments"] == 0
+    assert case["case"]["referrals"] == [] and case["case"]["history"] == []
+    assert case["case"]["band"]["final_band"] is None
 
 
 async def test_history_carries_band_referrals_and_marac_to_the_next_contacts(
@@ -141,12 +146,12 @@ async def test_history_carries_band_referrals_and_marac_to_the_next_contacts(
     assert history["last_band"] == "high"
     assert abs(history["last_band_at"] - stored["at"]) < 1
     assert history["marac_12_months"] is True
-    assert [(r["kind"], r["status"]) for r in history["open_referrals"]] == [("marac", "made")]
-    assert history["open_referrals"][0]["safe_times"] == MARAC_MADE["safe_times"]
+    # Facts only: the kind and status, not the notes or safe times (issue 11, finding 8).
+    assert history["open_referrals"] == [{"kind": "marac", "status": "made"}]
     assert history["marac_repeat_contacts"] is False
 
     # Lower than the previous contact's band: needs a reason even though the score agrees.
-    refused = await assess(handler, second, {"answers": dash(3)}, expect=400)
+    refused = await assess(handler, second, {"answers": dash(3)}, expect=409)
     assert "previous band" in refused["message"]
     lowered = (await assess(handler, second, {"answers": dash(3), "reason": REASON}))[
         "assessment"]
@@ -247,14 +252,16 @@ async def test_answers_and_notes_are_not_in_the_database_in_plaintext(
                                         "reason": REASON})
         threat = "Ex-partner Gary Pinkerton threatened her with a crossbow"
         thrive = (await assess(handler, session, {
-            "form": "thrive", "answers": {"threat": threat, "priority": "high"}}))["assessment"]
+            "form": "thrive", "answers": {**THRIVE_LEVELS, "threat": threat,
+                                          "priority": "high"}}))["assessment"]
         assert thrive["score"] is None and thrive["computed_band"] == "high"
         agency = "Bluebell Womens Aid Kirkstall"
         await handler.api("POST", f"/api/sessions/{session}/referrals",
                           {"kind": "other_agency", "status": "made", "agency": agency,
                            "notes": NOTES}, expect=201)
         _, case = await handler.api("GET", f"/api/sessions/{session}/case", expect=200)
-        assert case["case"]["assessment"]["answers"] == {"threat": threat, "priority": "high"}
+        assert case["case"]["assessment"]["answers"] == {**THRIVE_LEVELS, "threat": threat,
+                                                         "priority": "high"}
         assert case["case"]["referrals"][0]["notes"] == NOTES
         stored = await live.persisted_bytes(redis)
     finally:

@@ -111,7 +111,8 @@ async def test_decline_moves_on_and_runs_out_clearly(live: LiveServer) -> None:
     await sam_lobby.expect("invitation", op="declined", invitation=first["invitation"])
     await specialist_status(call.handler, "declined")
     refused = await hello_into(live, sam, call.session_id)
-    await expect_error(refused, "forbidden")
+    # Who declined has no part in the session any more: it looks like any other (decision 39).
+    await expect_error(refused, "not_found")
 
     await invite(call)
     second = await sue_lobby.expect("invitation", op="ringing")
@@ -146,7 +147,7 @@ async def test_ring_timeout_and_a_late_accept_is_refused(backend: dict[str, Any]
         error = await expect_error(lobby, "conflict")
         assert "no longer open" in error["message"]
         refused = await hello_into(server, sam, call.session_id)
-        await expect_error(refused, "forbidden")
+        await expect_error(refused, "not_found")  # timed out: no part in it (decision 39)
     finally:
         await server.stop()
 
@@ -244,4 +245,4 @@ async def test_ending_or_cancelling_stops_the_ringing(live: LiveServer) -> None:
     await lobby.send({"type": "control", "op": "accept", "invitation": second["invitation"]})
     await expect_error(lobby, "conflict")
     refused = await hello_into(live, sam, call.session_id)
-    await expect_error(refused, "session_ended")
+    await expect_error(refused, "not_found")  # cancelled: no part in it (decision 39)

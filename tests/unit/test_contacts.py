@@ -149,7 +149,7 @@ def test_history_feeds_the_marac_repeat_contact_rule_and_previous_band() -> None
     history = summarise_history(prior, NOW)
     result = assess(
         builtin_questionnaires()["dash"],
-        {"q1": "yes"},
+        {f"q{i}": "yes" if i == 1 else "no" for i in range(1, 25)},
         previous_band=history.last_band,
         prior_contacts_12_months=history.contacts_12_months,
         reason="Perpetrator has left the country; victim safe at her sister's.",

@@ -124,6 +124,9 @@ async def test_purge_shreds_old_keeps_held_and_recent(world: World) -> None:
     world.clock.now = T0 + 25 * DAY
     await world.retention.hold(held, "Op Juniper", by="sam")
     await world.store.append(old, "record_exported", {"by": "audrey"})
+    # Nor does a later session's contact-history lookup of it (issue 11, finding 8).
+    await world.store.append(old, "history_consulted",
+                             {"by": 1, "via": "api", "details": False, "for_session": "s2"})
     now = T0 + (RETENTION_DAYS + 10) * DAY
 
     assert await world.retention.purge(RETENTION_DAYS, now) == PurgeResult(purged=1, held=1)

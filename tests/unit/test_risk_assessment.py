@@ -9,11 +9,13 @@ import pytest
 from server.risk.assessment import (
     MIN_REASON_LENGTH,
     AssessmentError,
+    DowngradeRefused,
     DowngradeRule,
     MaracTrigger,
     RiskAssessment,
     assess,
     score_answers,
+    unanswered_questions,
 )
 from server.risk.questionnaire import Questionnaire, RiskBand, builtin_questionnaires
 
@@ -29,12 +31,38 @@ def dash_answers(yes: int, rest: str = "no") -> dict[str, object]:
 
 
 def test_score_counts_only_yes_answers() -> None:
-    answers = {"q1": "yes", "q2": "no", "q3": "not_known", "q4": "yes", "q24": "yes"}
+    answers = {**dash_answers(0), "q1": "yes", "q3": "not_known", "q4": "yes", "q24": "yes"}
     result = assess(DASH, answers)
-    assert result.score == 3
+    assert result.score == 3 and result.complete
     assert result.answers == answers
     assert assess(DASH, dash_answers(5, rest="not_known")).score == 5
-    assert assess(DASH, {}).score == 0
+
+
+@pytest.mark.parametrize("answers", [{}, {"q1": "no"}, {f"q{i}": "no" for i in range(1, 24)}])
+def test_an_unanswered_question_makes_the_form_incomplete_never_a_zero(
+    answers: dict[str, object],
+) -> None:
+    """Issue 11, finding 4: a blank is not a "no"; an incomplete form has no score or band,
+    whatever band is judged, and needs no reason however high the floor."""
+    result = assess(DASH, answers, judged_band="high", session_band="high",
+                    previous_band="high")
+    assert not result.complete and result.score is None
+    assert result.final_band is None and result.computed_band is None
+    assert not result.downgraded and not result.marac_suggested
+    assert len(result.unanswered) == 24 - len(answers)
+    assert RiskAssessment.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    thrive = assess(THRIVE, {"priority": "standard"})  # the three levels left blank
+    assert not thrive.complete and thrive.unanswered == ("threat_level", "harm_level",
+                                                         "risk_level")
+
+
+def test_lower_than_the_highest_band_in_this_session_needs_a_reason() -> None:
+    with pytest.raises(DowngradeRefused, match="highest band recorded in this session"):
+        assess(DASH, dash_answers(0), session_band="high")
+    result = assess(DASH, dash_answers(0), session_band="high", reason=REASON)
+    assert result.downgraded and result.downgrade_rules == (DowngradeRule.BELOW_SESSION,)
+    assert result.session_band is RiskBand.HIGH
+    assert not assess(DASH, dash_answers(14), session_band="high").downgraded
 
 
 @pytest.mark.parametrize(
@@ -160,7 +188,8 @@ def test_marac_is_suggested_on_professional_judgement() -> None:
 
 
 def test_thrive_band_comes_from_the_judged_priority() -> None:
-    result = assess(THRIVE, {"priority": "medium", "threat": "  Threats to kill.  "})
+    levels = {"threat_level": "high", "harm_level": "medium", "risk_level": "medium"}
+    result = assess(THRIVE, {**levels, "priority": "medium", "threat": "  Threats to kill.  "})
     assert result.score is None
     assert result.computed_band is RiskBand.MEDIUM and result.final_band is RiskBand.MEDIUM
     assert result.answers["threat"] == "Threats to kill."
@@ -192,6 +221,7 @@ def test_a_form_with_no_band_at_all_needs_a_judged_band() -> None:
 
 def test_score_answers_drops_blank_text_answers() -> None:
     clean, score, band = score_answers(THRIVE, {"priority": "high", "harm": "   "})
+    assert unanswered_questions(THRIVE, clean) == ("threat_level", "harm_level", "risk_level")
     assert clean == {"priority": "high"} and score is None and band is RiskBand.HIGH
 
 
@@ -213,6 +243,9 @@ def test_round_trip_through_json() -> None:
 )
 def test_malformed_stored_assessments_are_rejected(field: str, value: object) -> None:
     stored = assess(DASH, dash_answers(3)).to_dict()
+    for newer in ("session_band", "complete", "unanswered"):  # older records lack these
+        del stored[newer]
+    assert RiskAssessment.from_dict(stored).complete
     stored[field] = value
     with pytest.raises(AssessmentError):
         RiskAssessment.from_dict(stored)

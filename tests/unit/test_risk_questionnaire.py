@@ -82,7 +82,8 @@ def test_a_deployment_adds_its_own_form_without_code(tmp_path: Path) -> None:
     write(tmp_path, "dara.json", DARA)
     forms = load_questionnaires(tmp_path)
     assert set(forms) == {"dash", "thrive", "dara"}
-    result = assess(forms["dara"], {"d1": "yes", "d2": "yes", "d3": "yes", "notes": "x"})
+    answers = {f"d{i}": "yes" if i <= 3 else "no" for i in range(1, 7)}
+    result = assess(forms["dara"], {**answers, "notes": "x"})
     assert result.score == 3 and result.final_band is RiskBand.MEDIUM
 
 

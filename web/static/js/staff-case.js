@@ -7,7 +7,8 @@ import { t } from "./i18n.js";
 import { api } from "./staff-api.js";
 import { byTestId, el, show } from "./staff-dom.js";
 
-const ANSWERS = ["yes", "no", "unknown"];
+// [value sent, label key]: the server's answers are yes, no and not_known.
+const ANSWERS = [["yes", "yes"], ["no", "no"], ["not_known", "unknown"]];
 
 export class CasePanel {
   constructor(root) {
@@ -64,7 +65,7 @@ export class CasePanel {
     }
     try {
       const { case: saved } = await api("GET", `/api/sessions/${this.session}/case`);
-      if (saved.assessment) this.showResult(saved.assessment);
+      if (saved.assessment) this.showResult(saved.assessment, saved.band);
       for (const referral of saved.referrals || []) this.addReferral(referral);
     } catch {
       /* nothing saved yet is shown as nothing; saving still reports its own errors */
@@ -78,11 +79,11 @@ export class CasePanel {
     if (q.kind === "yes_no_unknown" || q.kind === "choice") {
       const options = q.kind === "choice"
         ? q.options.map((o) => [o.value, o.label])
-        : ANSWERS.map((a) => [a, t(`handler.case.answer.${a}`)]);
+        : ANSWERS.map(([value, key]) => [value, t(`handler.case.answer.${key}`), key]);
       const group = el("fieldset", { class: "choices" }, el("legend", {}, q.text));
-      for (const [value, label] of options) {
+      for (const [value, label, key] of options) {
         const input = el("input", {
-          type: "radio", name: id, value, "data-testid": `risk-q-${q.id}-${value}`,
+          type: "radio", name: id, value, "data-testid": `risk-q-${q.id}-${key || value}`,
         });
         group.append(el("label", {}, input, ` ${label}`));
       }
@@ -124,8 +125,10 @@ export class CasePanel {
     show(error, false);
     button.disabled = true;
     try {
-      const { assessment } = await api("POST", `/api/sessions/${this.session}/risk`, body);
-      this.showResult(assessment);
+      await api("POST", `/api/sessions/${this.session}/risk`, body);
+      // The session's band comes from all its assessments (an incomplete form sets none).
+      const { case: saved } = await api("GET", `/api/sessions/${this.session}/case`);
+      this.showResult(saved.assessment, saved.band);
     } catch (err) {
       error.textContent = err.message;
       show(error, true);
@@ -134,19 +137,36 @@ export class CasePanel {
     }
   }
 
-  showResult(a) {
+  /** The latest assessment, and the session's band: lowered bands say so, from what, by
+   *  whom and why; an incomplete form says it set no band. */
+  showResult(a, state) {
     const result = byTestId(this.root, "risk-result");
-    const band = this.bandLabel(a.final_band);
-    const parts = [a.score === null || a.score === undefined
-      ? t("handler.case.result_band", { band })
-      : t("handler.case.result", { score: a.score, band })];
-    if (a.computed_band && a.computed_band !== a.final_band) {
-      parts.push(t("handler.case.computed", { band: this.bandLabel(a.computed_band) }));
+    const parts = [];
+    if (a.complete === false) {
+      parts.push(t("handler.case.incomplete", { count: (a.unanswered || []).length }));
+    } else {
+      const band = this.bandLabel(a.final_band);
+      parts.push(a.score === null || a.score === undefined
+        ? t("handler.case.result_band", { band })
+        : t("handler.case.result", { score: a.score, band }));
+      if (a.computed_band && a.computed_band !== a.final_band) {
+        parts.push(t("handler.case.computed", { band: this.bandLabel(a.computed_band) }));
+      }
+      if (a.marac_suggested) parts.push(t("handler.case.marac"));
     }
-    if (a.downgraded) parts.push(t("handler.case.downgraded"));
-    if (a.marac_suggested) parts.push(t("handler.case.marac"));
+    const current = state && state.final_band;
+    if (current && (a.complete === false || state.downgraded)) {
+      parts.push(t("handler.case.band_now", { band: this.bandLabel(current) }));
+    }
+    if (state && state.downgraded) {
+      parts.push(t("handler.case.lowered", {
+        from: this.bandLabel(state.highest_band), who: state.by_name || state.by_role || "",
+        reason: state.reason || "",
+      }));
+    }
     result.textContent = parts.join(" ");
-    result.dataset.band = a.final_band;
+    result.dataset.band = current || "none";
+    result.dataset.downgraded = state && state.downgraded ? "true" : "false";
   }
 
   bandLabel(band) {
