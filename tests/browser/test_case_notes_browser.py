@@ -104,8 +104,9 @@ async def test_handler_records_risk_and_referral_auditor_reads_them(
     referral_text = await referral.inner_text()
     assert "MARAC" in referral_text and re.search(r"made", referral_text), referral_text
 
-    # The refused downgrade is a 400 the browser logs as a failed fetch; nothing else went wrong.
-    assert [p for p in problems if "400" not in p] == [], problems
+    # The refused downgrade is a 409 (downgrade_needs_reason) the browser logs as a failed
+    # fetch; nothing else went wrong.
+    assert [p for p in problems if "409" not in p] == [], problems
 
     for ctx in (caller_ctx, handler_ctx, auditor_ctx):
         await ctx.close()
