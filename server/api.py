@@ -14,6 +14,7 @@ from aiohttp import web
 from server import keys
 from server.accounts import Staff, StaffRole
 from server.auth import current_staff, require_role
+from server.json_body import read_json_object
 from server.outbox import READERS as OUTBOX_READERS
 from server.outbox import outbox_for
 from server.phone import masked
@@ -29,21 +30,8 @@ def _error(code: str, message: str, status: int) -> web.Response:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_json", "message": "The body is not valid JSON."}),
-            content_type="application/json",
-        ) from exc
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_json", "message": "The body must be a JSON object."}),
-            content_type="application/json",
-        )
-    return body
+    """The body as a JSON object, read by the one bounded reader every JSON route uses."""
+    return await read_json_object(request)
 
 
 def _field(body: dict[str, Any], name: str, default: str = "") -> str:

@@ -19,8 +19,10 @@ from server.auth import csrf_exempt, staff_session_middleware
 from server.config import Config
 from server.contact_link_key import load_or_create_link_key
 from server.control_room import ControlRoom
+from server.json_body import read_json
 from server.device_cookies import DeviceCookies
 from server.metrics import Metrics
+from server.path_guard import path_guard
 from server.record.keys import LiveKeyWrap, service_keyring
 from server.record.retention import RetentionStore
 from server.redis_link import REDIS_DOWN
@@ -41,7 +43,7 @@ RING_SWEEP_SECONDS = 2.0
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, staff_session_middleware],
+        middlewares=[error_middleware, path_guard, staff_session_middleware],
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[keys.CONFIG] = config
@@ -174,7 +176,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 @csrf_exempt  # the participant's own resume secret is the proof; no cookie is involved
 async def leave_call(request: web.Request) -> web.StreamResponse:
-    return await request.app[keys.ENDPOINT].leave(request)
+    return await request.app[keys.ENDPOINT].leave(await read_json(request))
 
 
 async def health(request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from server import keys
 from server.accounts import Staff, StaffAccounts, StaffRole, same_secret
 from server.config import Config
 from server.db import Database
+from server.form_body import read_form
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -154,7 +155,7 @@ async def staff_session_middleware(request: web.Request, handler: Handler) -> we
                 "application/x-www-form-urlencoded",
                 "multipart/form-data",
             ):
-                sent = str((await request.post()).get(CSRF_FIELD, ""))
+                sent = str((await read_form(request)).get(CSRF_FIELD, ""))
             if not sent or not same_secret(sent, session.csrf_token):
                 raise web.HTTPForbidden(text="The form was out of date. Reload and try again.")
     return await handler(request)

@@ -284,7 +284,10 @@ class ControlRoom:
             await self.push_status(invite.session_id)
 
     async def victim_joined(self, session_id: str) -> None:
-        await self.sessions.reach(session_id, SessionState.JOINED)
+        try:
+            await self.sessions.reach(session_id, SessionState.JOINED)
+        except IllegalTransition:
+            return  # ended as the caller joined: the end sends the caller's socket bye ended
         # A fresh page: what the last one reported no longer holds; the new one reports anew
         # (its first frames are read only after this: the hook runs on its own socket's task).
         await self.sessions.update_facts(session_id, dict.fromkeys(CALLER_FACTS))

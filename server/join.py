@@ -20,6 +20,7 @@ from aiohttp import web
 
 from server import keys
 from server.auth import csrf_exempt
+from server.form_body import read_form
 from server.invites import LinkProblem, LinkRefused
 from server.sessions import LANGUAGES
 from signaling.protocol import CANNED_REPLIES
@@ -137,7 +138,7 @@ async def redeem_link(request: web.Request) -> web.StreamResponse:
     token = request.match_info["token"]
     wants_json = _wants_json(request)
     # The no-script form posts the caller's choices; read them before the link is used up.
-    form = {} if wants_json else dict(await request.post())
+    form = {} if wants_json else dict(await read_form(request))
     try:
         credential = await request.app[keys.ROOM].redeem_link(token)
     except LinkRefused as exc:

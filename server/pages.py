@@ -24,6 +24,7 @@ from server.auth import (
     set_session_cookie,
 )
 from server.control_room import ControlRoom
+from server.form_body import read_form
 from server.outbox import READERS as OUTBOX_READERS
 from server.outbox import outbox_for
 from server.phone import PhoneNumberError, masked
@@ -107,7 +108,7 @@ def _minutes(seconds: float) -> str:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     username = str(form.get("username", ""))[:64]
     password = str(form.get("password", ""))
     devices = request.app[keys.DEVICE_COOKIES]
@@ -180,7 +181,7 @@ async def console(request: web.Request) -> web.StreamResponse:
 
 @require_role(StaffRole.HANDLER)
 async def create_session(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     room = request.app[keys.ROOM]
     try:
         session = await room.create_session(
@@ -234,7 +235,7 @@ async def session_action(request: web.Request) -> web.StreamResponse:
     staff = _staff(request)
     session_id = request.match_info["session_id"]
     action = request.match_info["action"]
-    form = await request.post()
+    form = await read_form(request)
     try:
         keep_caller = form.get("keep_caller") == "1"
         if action == "resend":
@@ -278,7 +279,7 @@ async def specialist_desk(request: web.Request) -> web.StreamResponse:
 
 @require_role(StaffRole.SPECIALIST)
 async def specialist_availability(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     await request.app[keys.ROOM].set_available(_staff(request), form.get("available") == "1")
     raise web.HTTPSeeOther("/specialist")
 

@@ -182,6 +182,8 @@ async def walk_forward(
         nxt = ORDER[ORDER.index(session.state) + 1]
         try:
             session = await store.advance(session_id, nxt)
+            if session.ended:  # ended between the step and the read after it
+                raise IllegalTransition(session.state, target)
         except IllegalTransition:
             # Someone else moved it meanwhile; re-read and go on from there.
             fresh = await store.get(session_id)

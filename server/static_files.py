@@ -14,6 +14,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from server.path_guard import MESSAGE
+
 TYPES = {".js": "text/javascript", ".css": "text/css", ".json": "application/json",
          ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon"}
 COMPRESSIBLE = frozenset({".js", ".css", ".json", ".svg"})
@@ -36,8 +38,14 @@ class StaticFiles:
 
     async def handle(self, request: web.Request) -> web.Response:
         relative = request.match_info["path"]
-        path = (self.root / relative).resolve()
-        if self.root not in path.parents or not path.is_file():
+        try:
+            path = (self.root / relative).resolve()
+            found = self.root in path.parents and path.is_file()
+        except (ValueError, OSError) as exc:
+            # A NUL byte, a name too long: server/path_guard.py refuses these before this
+            # route; should one get here, it is still the client's mistake, never a 500.
+            raise web.HTTPBadRequest(text=MESSAGE) from exc
+        if not found:
             raise web.HTTPNotFound()
         raw, packed = self._load(path)
         content_type = TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] \

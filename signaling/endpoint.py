@@ -153,15 +153,12 @@ class SignalingEndpoint:
         return ws
 
 
-    async def leave(self, request: web.Request) -> web.Response:
+    async def leave(self, body: Any) -> web.Response:
         """`POST /ws/leave {pid, secret}`: leave the call for good when the socket cannot say
         so (the caller's quick exit while the socket is reconnecting, a tab being closed).
         Proved by the participant's own resume secret, like a resume; sent with
-        `fetch(..., {keepalive: true})`, which outlives the page."""
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
+        `fetch(..., {keepalive: true})`, which outlives the page. `body` is the request's
+        JSON, read by the server's bounded body reader (server/json_body.py)."""
         pid = body.get("pid") if isinstance(body, dict) else None
         secret = body.get("secret") if isinstance(body, dict) else None
         if not (isinstance(pid, str) and isinstance(secret, str) and 0 < len(pid) <= 64

@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from signaling.json_depth import MAX_JSON_DEPTH, deeper_than
+
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 64 * 1024
 MAX_CHAT_CHARS = 2000
@@ -203,6 +205,9 @@ def decode(frame: str | bytes) -> dict[str, Any]:
             json.dumps(obj, ensure_ascii=False).encode()
         except (ValueError, RecursionError) as exc:
             raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from exc
+    if deeper_than(obj):
+        raise ProtocolError(ErrorCode.BAD_JSON,
+                            f"frame is nested more than {MAX_JSON_DEPTH} levels deep")
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, "frame must be a JSON object")
     if not isinstance(obj.get("type"), str):
@@ -263,7 +268,7 @@ def _description(raw: Any) -> dict[str, Any]:
         raise _bad("description", "must be an object")
     _only(raw, {"type", "sdp"})
     kind = raw.get("type")
-    if kind not in SDP_TYPES:
+    if not isinstance(kind, str) or kind not in SDP_TYPES:  # a list or object is unhashable
         raise _bad("description.type", "must be offer, answer, pranswer or rollback")
     sdp = _str(raw, "sdp", MAX_SDP_CHARS, required=kind != "rollback") or ""
     return {"type": kind, "sdp": sdp}

@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from server.config import TwilioSettings
+from server.form_body import read_form
 from server.sms.base import SmsError, SmsMessage, SmsReceipt, StatusListener
 
 log = logging.getLogger("erv.sms")
@@ -210,7 +211,7 @@ def status_callback_handler(auth_token: str, public_url: str, listener: StatusLi
     base = public_url.rstrip("/")
 
     async def handler(request: web.Request) -> web.Response:
-        form = await request.post()
+        form = await read_form(request)
         params: dict[str, str] = {}
         for name, value in form.items():
             if not isinstance(value, str):  # Twilio never uploads files
