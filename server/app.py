@@ -19,8 +19,8 @@ from server.auth import csrf_exempt, staff_session_middleware
 from server.config import Config
 from server.contact_link_key import load_or_create_link_key
 from server.control_room import ControlRoom
-from server.json_body import read_json
 from server.device_cookies import DeviceCookies
+from server.json_body import read_json
 from server.metrics import Metrics
 from server.path_guard import path_guard
 from server.record.keys import LiveKeyWrap, service_keyring

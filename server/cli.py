@@ -33,7 +33,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from server.access_log import AccessLogger
+from server import log_redaction
 from server.accounts import AccountError, StaffRole
 from server.app import create_app
 from server.config import Config, ConfigError
@@ -42,6 +42,7 @@ from server.record import CaseRecordStore, rotate_key_file
 from server.record.export import ExportError, ExportResult, export_session, verify_export
 from server.record.retention import PurgeResult, RetentionError, RetentionStore
 from server.redis_link import StoreUnavailable
+from server.serving import serve
 from server.sms.console import exposure_warning
 from server.stores import Stores, stores_for
 from server.tls import ensure_dev_certificate, server_ssl_context
@@ -166,15 +167,7 @@ def run(config: Config, demo: bool) -> None:
     print(f"serving {config.public_url}", flush=True)
     app = create_app(config)
     app.on_startup.append(_settle_garbage_collector)
-    web.run_app(
-        app,
-        host=config.host,
-        port=config.port,
-        ssl_context=ssl_context,
-        access_log_class=AccessLogger,
-        print=None,
-        loop=_event_loop(),
-    )
+    serve(app, config, ssl_context, _event_loop())
 
 
 async def _settle_garbage_collector(app: web.Application) -> None:
@@ -234,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("ERV_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    log_redaction.install()  # every handler of the root logger, so every logger's lines
     try:
         config = Config.from_env()
         if args.command == "run":

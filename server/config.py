@@ -149,9 +149,31 @@ class Config:
     redis_prefix: str = "erv:"
     node_name: str = ""  # shown in /healthz and /metrics; default: host name and port
 
+    # Monitoring: /metrics and the detailed /healthz need this bearer token, or are served
+    # only on their own listen address ("host:port"); with neither, /metrics is not served.
+    metrics_token: str = ""
+    metrics_listen: str = ""
+
+    # Connections: a request's headers must all arrive within header_timeout seconds of the
+    # connection opening (TLS handshake included); at most max_connections_per_client open
+    # at once from one address (0: no cap; by default 100 when this node terminates TLS,
+    # none behind a proxy); at most max_connections in all (0: the file limit less a reserve).
+    header_timeout: int = 10
+    max_connections_per_client: int | None = None  # None: by ERV_TLS, see below
+    max_connections: int = 0
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "erv.sqlite3"
+
+    @property
+    def client_connection_cap(self) -> int:
+        """Open connections allowed per client address (0: no cap). By default 100 where
+        this node terminates TLS, and none behind a proxy, where every connection has the
+        proxy's address and the cap belongs in the proxy."""
+        if self.max_connections_per_client is not None:
+            return self.max_connections_per_client
+        return 100 if self.tls else 0
 
     @property
     def record_keys_path(self) -> Path:
@@ -221,6 +243,12 @@ class Config:
             redis_allow_data_loss=_bool(env, "ERV_REDIS_ALLOW_DATA_LOSS", False),
             redis_prefix=_get(env, "ERV_REDIS_PREFIX", "erv:"),
             node_name=_get(env, "ERV_NODE_NAME", ""),
+            metrics_token=_secret(env, "ERV_METRICS_TOKEN"),
+            metrics_listen=_get(env, "ERV_METRICS_LISTEN", ""),
+            header_timeout=_int(env, "ERV_HEADER_TIMEOUT", 10, minimum=1),
+            max_connections_per_client=_int(env, "ERV_MAX_CONNECTIONS_PER_CLIENT", -1) if
+            env.get("ERV_MAX_CONNECTIONS_PER_CLIENT", "").strip() else None,
+            max_connections=_int(env, "ERV_MAX_CONNECTIONS", 0),
             caller_title=_get(env, "ERV_CALLER_TITLE", "Video link"),
             quick_exit_url=_get(env, "ERV_QUICK_EXIT_URL", "https://www.bbc.co.uk/weather"),
             map_url_template=_get(
@@ -255,6 +283,10 @@ class Config:
             raise ConfigError(f"ERV_SCRYPT_N must be a power of two, got {self.scrypt_n}")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("ERV_REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.metrics_listen:
+            metrics_address(self.metrics_listen)  # raises ConfigError if unusable
+        if self.metrics_token and len(self.metrics_token) < 16:
+            raise ConfigError("ERV_METRICS_TOKEN must be at least 16 characters")
         if self.turn_urls and not self.turn_secret:
             raise ConfigError("ERV_TURN_URLS is set but ERV_TURN_SECRET is not")
         for url in self.turn_urls:
@@ -263,3 +295,12 @@ class Config:
         for url in self.stun_urls:
             if not url.startswith(("stun:", "stuns:")):
                 raise ConfigError(f"ERV_STUN_URLS entries start with stun:, got {url!r}")
+
+
+def metrics_address(listen: str) -> tuple[str, int]:
+    """ERV_METRICS_LISTEN as (host, port): "10.0.0.11:9443", "[::1]:9443" or ":9443"."""
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"ERV_METRICS_LISTEN must be host:port, got {listen!r}")
+    return host or "0.0.0.0", int(port)  # noqa: S104 - the operator asked for every address

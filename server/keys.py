@@ -11,6 +11,7 @@ from server.config import Config
 if TYPE_CHECKING:
     from server.accounts import StaffAccountStore
     from server.auth import StaffSessionStore
+    from server.connections import ConnectionStats
     from server.control_room import ControlRoom
     from server.device_cookies import DeviceCookies
     from server.metrics import Metrics
@@ -29,5 +30,6 @@ SMS: web.AppKey[SmsGateway] = web.AppKey("sms")
 ROOM: web.AppKey[ControlRoom] = web.AppKey("room")
 ENDPOINT: web.AppKey[SignalingEndpoint] = web.AppKey("endpoint")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+CONNECTIONS: web.AppKey[ConnectionStats] = web.AppKey("connections")
 RECORD: web.AppKey[CaseRecordStore] = web.AppKey("record")
 DEVICE_COOKIES: web.AppKey[DeviceCookies] = web.AppKey("device_cookies")

@@ -1,4 +1,5 @@
-"""Prometheus `/metrics` for one node: live sessions, sockets, messages, resumes, Redis."""
+"""Prometheus `/metrics` for one node: live sessions, sockets, messages, resumes, Redis,
+connections."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from server.connections import ConnectionStats
 from signaling.endpoint import SignalingEndpoint
 from signaling.hub import Hub
 from signaling.redis_hub import RedisHub
@@ -17,9 +19,11 @@ from signaling.redis_hub import RedisHub
 class NodeCollector(Collector):
     """Reads the live figures at scrape time, so nothing is counted twice."""
 
-    def __init__(self, endpoint: SignalingEndpoint, hub: Hub) -> None:
+    def __init__(self, endpoint: SignalingEndpoint, hub: Hub,
+                 connections: ConnectionStats) -> None:
         self.endpoint = endpoint
         self.hub = hub
+        self.connections = connections
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         counts = self.endpoint.counts
@@ -34,6 +38,20 @@ class NodeCollector(Collector):
                                   value=counts.relayed)
         yield CounterMetricFamily("erv_resumes", "Participants resumed after a reconnect",
                                   value=counts.resumes)
+        yield GaugeMetricFamily("erv_connections_open",
+                                "Client connections open on this node's listener",
+                                value=self.connections.open)
+        refused = CounterMetricFamily("erv_connections_refused",
+                                      "Connections refused at accept: a client's or the "
+                                      "node's connection limit was reached",
+                                      labels=["limit"])
+        for limit in ("per_client", "total"):
+            refused.add_metric([limit], self.connections.refused[limit])
+        yield refused
+        yield CounterMetricFamily("erv_connections_timed_out",
+                                  "Connections closed because their request headers did not "
+                                  "arrive within ERV_HEADER_TIMEOUT",
+                                  value=self.connections.timed_out)
         if isinstance(self.hub, RedisHub):
             yield GaugeMetricFamily("erv_redis_up", "1 if this node reaches Redis",
                                     value=1 if self.hub.redis_ok else 0)
@@ -48,8 +66,9 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch(self, endpoint: SignalingEndpoint, hub: Hub) -> None:
-        self.registry.register(NodeCollector(endpoint, hub))
+    def watch(self, endpoint: SignalingEndpoint, hub: Hub,
+              connections: ConnectionStats) -> None:
+        self.registry.register(NodeCollector(endpoint, hub, connections))
 
     async def handle(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

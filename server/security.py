@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from aiohttp import web
+from aiohttp import HttpVersion10, web
 
 from server import keys
 from server.auth import Handler
@@ -28,6 +28,14 @@ CONTENT_SECURITY_POLICY = "; ".join((
     "form-action 'self'",
     "frame-ancestors 'none'",
 ))
+
+
+def plain_response_headers() -> dict[str, str]:
+    """The headers of an answer made outside the application (aiohttp's own, to a request
+    it could not read), where on_response_prepare does not run."""
+    return {"Server": "erv", "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -56,6 +64,11 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes a short, plain answer; details go to the log, not the client."""
+    if request.version < HttpVersion10:
+        # HTTP/0.9 (a request line with no version): no headers, so no Host, no cookies and
+        # no Origin to check; nothing here is meant for it.
+        return web.json_response({"error": "bad_request", "message": "HTTP/1.0 or later only."},
+                                 status=400, headers={"Connection": "close"})
     try:
         return await handler(request)
     except web.HTTPException as exc:

@@ -5,86 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import ssl
-import subprocess
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.support.live import free_port
 from tests.support.record import backend_env
+from tests.support.erv_process import Process, start_erv
 
 DEMO_PASSWORD = "demo password for tests"
 
 
-@dataclass
-class Process:
-    proc: asyncio.subprocess.Process
-    url: str
-    ssl: ssl.SSLContext
-    stdout: list[str]
-    cert: Path
-
-    async def output(self) -> str:
-        """Everything the process printed and logged, after it stopped."""
-        self.proc.terminate()
-        out, err = await asyncio.wait_for(self.proc.communicate(), timeout=10)
-        return "\n".join(self.stdout) + out.decode() + err.decode()
-
-
 @pytest.fixture
 async def served(backend: dict[str, Any], tmp_path: Path) -> AsyncIterator[Process]:
-    port = free_port()
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    env = {
-        **os.environ,
-        "ERV_PORT": str(port),
-        "ERV_DATA_DIR": str(tmp_path / "data"),
-        "ERV_TLS_CERT": str(cert),
-        "ERV_TLS_KEY": str(key),
-        "ERV_DEMO_PASSWORD": DEMO_PASSWORD,
-        "ERV_LOG_LEVEL": "DEBUG",
-    }
-    env.pop("ERV_REDIS_URL", None)
-    env.update(backend_env(backend))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "run", "--demo",
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    async with asyncio.timeout(30):
-        while True:
-            line = (await proc.stdout.readline()).decode()
-            assert line, "the server exited before serving"
-            lines.append(line)
-            if line.startswith("serving "):
-                break
-    context = ssl.create_default_context(cafile=str(cert))
-    process = Process(proc, f"https://localhost:{port}", context, lines, cert)
-    # The port may take a moment to open after the line is printed.
-    async with aiohttp.ClientSession() as http:
-        for _ in range(100):
-            try:
-                async with http.get(f"{process.url}/healthz", ssl=context) as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.1)
+    process = await start_erv(tmp_path, {"ERV_DEMO_PASSWORD": DEMO_PASSWORD,
+                                         **backend_env(backend)})
     try:
         yield process
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await process.stop()
 
 
 async def test_serves_https_with_dev_certificate_and_demo_accounts(served: Process) -> None:

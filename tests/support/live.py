@@ -15,10 +15,10 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from server import keys
-from server.access_log import AccessLogger
 from server.accounts import Staff, StaffRole
 from server.app import create_app
 from server.config import Config
+from server.serving import new_runner, start_public_site
 from tests.support.redis_server import RedisServer
 
 PASSWORD = "correct horse battery staple"
@@ -149,9 +149,9 @@ async def start_server(tmp_path: Path, **overrides: Any) -> LiveServer:
     }
     config = replace(Config(), **{**settings, **overrides})
     app = create_app(config)
-    runner = web.AppRunner(app, access_log_class=AccessLogger)  # as `erv run` does
+    runner = new_runner(app)  # as `erv run` does, behind the connection guard
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await start_public_site(runner, config, None)
     return LiveServer(config, app, runner, f"http://127.0.0.1:{port}")
 
 

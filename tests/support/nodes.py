@@ -24,6 +24,7 @@ from tests.support.live import LINK, PASSWORD, TEST_SCRYPT_N, StaffClient, free_
 from tests.support.redis_server import RedisServer
 
 ERV = Path(sys.executable).with_name("erv")
+METRICS_TOKEN = "multinode metrics token"  # the nodes' ERV_METRICS_TOKEN
 
 
 @dataclass
@@ -90,7 +91,10 @@ class Node:
         return http
 
     async def health(self) -> tuple[int, dict[str, Any]]:
-        async with aiohttp.ClientSession() as http, http.get(f"{self.url}/healthz") as r:
+        """The detailed /healthz (the node's store, Redis, sockets): monitoring's token."""
+        async with aiohttp.ClientSession() as http, http.get(
+                f"{self.url}/healthz", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+        ) as r:
             return r.status, dict(await r.json())
 
     async def staff_client(self, username: str) -> StaffClient:
@@ -153,6 +157,7 @@ async def start_cluster(folder: Path, count: int, **env: str) -> Cluster:
         "ERV_CONTACT_LINK_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "ERV_LOG_LEVEL": "INFO",
         "ERV_SCRYPT_N": str(TEST_SCRYPT_N),
+        "ERV_METRICS_TOKEN": METRICS_TOKEN,
         **env,
     }
     nodes = []

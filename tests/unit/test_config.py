@@ -234,3 +234,20 @@ def test_validate_checks_a_directly_built_config() -> None:
     with pytest.raises(ConfigError, match="ERV_SMS_GATEWAY"):
         Config(sms_gateway="twilio").validate()
     Config().validate()
+
+
+def test_monitoring_and_connection_settings() -> None:
+    config = Config.from_env({})
+    assert (config.metrics_token, config.metrics_listen, config.header_timeout) == ("", "", 10)
+    assert config.client_connection_cap == 100  # the node terminates TLS
+    assert Config.from_env({"ERV_TLS": "false"}).client_connection_cap == 0  # behind a proxy
+    set_ = Config.from_env({"ERV_TLS": "false", "ERV_MAX_CONNECTIONS_PER_CLIENT": "20",
+                            "ERV_MAX_CONNECTIONS": "500", "ERV_HEADER_TIMEOUT": "4",
+                            "ERV_METRICS_TOKEN": "a" * 32, "ERV_METRICS_LISTEN": "10.0.0.1:9443"})
+    assert (set_.client_connection_cap, set_.max_connections, set_.header_timeout) == (20, 500, 4)
+    assert (set_.metrics_token, set_.metrics_listen) == ("a" * 32, "10.0.0.1:9443")
+    for env in ({"ERV_METRICS_LISTEN": "9443"}, {"ERV_METRICS_LISTEN": "host:99999"},
+                {"ERV_METRICS_TOKEN": "short"}, {"ERV_HEADER_TIMEOUT": "0"},
+                {"ERV_MAX_CONNECTIONS_PER_CLIENT": "-1"}):
+        with pytest.raises(ConfigError):
+            Config.from_env(env)
