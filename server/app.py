@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,15 +12,17 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from server import api, evidence_routes, join, keys, pages, record_view
+from server import api, evidence_routes, join, keys, monitoring, pages, record_view
 from server.account_watch import watch_accounts
 from server.auth import csrf_exempt, staff_session_middleware
 from server.config import Config
+from server.connections import ConnectionStats
 from server.contact_link_key import load_or_create_link_key
 from server.control_room import ControlRoom
 from server.device_cookies import DeviceCookies
 from server.json_body import read_json
 from server.metrics import Metrics
+from server.monitoring import node_label
 from server.path_guard import path_guard
 from server.record.keys import LiveKeyWrap, service_keyring
 from server.record.retention import RetentionStore
@@ -54,11 +55,14 @@ def create_app(config: Config) -> web.Application:
         context_processors=[pages.template_context],
     )
     app.on_response_prepare.append(add_security_headers)
+    app[keys.CONNECTIONS] = ConnectionStats()
     app.cleanup_ctx.append(_services)
+    if config.metrics_listen:
+        app.cleanup_ctx.append(monitoring.metrics_listener)
     app.on_shutdown.append(_say_goodbye)
 
-    app.router.add_get("/healthz", health, name="health")
-    app.router.add_get("/metrics", metrics_endpoint, name="metrics")
+    app.router.add_get("/healthz", monitoring.health, name="health")
+    app.router.add_get("/metrics", monitoring.metrics, name="metrics")
     pages.add_routes(app)
     join.add_routes(app)
     api.add_routes(app)
@@ -105,7 +109,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     hooks = ControlRoomHooks(config, room)
     hub.on_left = hooks.left
     endpoint = SignalingEndpoint(hub, hooks, heartbeat=config.heartbeat)
-    metrics.watch(endpoint, hub)
+    metrics.watch(endpoint, hub, app[keys.CONNECTIONS])
     app[keys.STORES] = stores
     app[keys.RECORD] = stores.record
     app[keys.ACCOUNTS] = stores.accounts
@@ -177,45 +181,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 @csrf_exempt  # the participant's own resume secret is the proof; no cookie is involved
 async def leave_call(request: web.Request) -> web.StreamResponse:
     return await request.app[keys.ENDPOINT].leave(await read_json(request))
-
-
-async def health(request: web.Request) -> web.Response:
-    """Green only if this node can reach its stores (a load balancer's check)."""
-    stores = request.app[keys.STORES]
-    hub = request.app[keys.HUB]
-    stats = hub.stats()
-    body: dict[str, object] = {
-        "ok": True,
-        "node": hub.node if isinstance(hub, RedisHub) else node_label(request.app[keys.CONFIG]),
-        "backend": stores.backend,
-        "live_sessions": stats.live_sessions,
-        "sockets": stats.sockets,
-    }
-    store_key = "redis" if stores.backend == "redis" else "database"
-    try:
-        await asyncio.wait_for(stores.ping(), timeout=2.0)
-    except Exception as exc:
-        log.warning("health check: %s unreachable (%s)", store_key, type(exc).__name__)
-        body.update({"ok": False, store_key: "unreachable",
-                     "message": "This node cannot reach its data store. Live calls keep their "
-                                "video; new calls are refused until it is back."})
-        return web.json_response(body, status=503)
-    if isinstance(hub, RedisHub) and not hub.listening:
-        body.update({"ok": False, "redis": "reconnecting",
-                     "message": "This node is reconnecting to Redis."})
-        return web.json_response(body, status=503)
-    body[store_key] = "ok"
-    if isinstance(hub, RedisHub) and hub.round_trip is not None:
-        body["redis_round_trip_ms"] = round(hub.round_trip * 1000, 2)
-    return web.json_response(body)
-
-
-def node_label(config: Config) -> str:
-    return config.node_name or f"{socket.gethostname()}:{config.port}"
-
-
-async def metrics_endpoint(request: web.Request) -> web.StreamResponse:
-    return await request.app[keys.METRICS].handle(request)
 
 
 @csrf_exempt
