@@ -117,3 +117,29 @@ async def test_a_chat_swallowed_by_a_dying_socket_is_sent_again(fast_live: LiveS
     assert await log.get_by_text("he has a knife").count() == 1
     assert await log.locator("[data-canned=they_are_here]").count() == 1
     assert await caller.get_by_test_id("chat-log").get_by_text("he has a knife").count() == 1
+
+
+async def test_a_chat_sent_while_the_page_settles_goes_once(fast_live: LiveServer,
+                                                           browser: Any) -> None:
+    """After a resume the page asks (a ping) when the replay is done and sends again what the
+    old socket swallowed. A chat typed on the new socket in that moment, whose echo comes after
+    the pong, was not lost: it goes once and shows once (the page once sent it twice)."""
+    handler, caller, routes = await routed_call(fast_live, browser)
+    routes.hold_pongs = 1.2  # the settling pong comes late (inside the page's 2 s timeout)
+    routes.hold_chat = 2.5  # and the chat's echo later still
+    before = len(routes.sockets)
+    await routes.cut()  # a proxy drops the socket: the page resumes on a new one
+    for _ in range(100):
+        if len(routes.sockets) > before:
+            break
+        await caller.wait_for_timeout(50)
+    await expect_state(caller, "connected", timeout=20_000)
+    await caller.get_by_test_id("chat-input").fill("he is outside the door")
+    await caller.get_by_test_id("chat-send").click()
+    log = handler.get_by_test_id("chat-log")
+    await log.get_by_text("he is outside the door").wait_for(timeout=20_000)
+    await caller.wait_for_timeout(4000)  # past the pong and the held echo
+    assert sum("he is outside the door" in frame for frame in routes.sent) == 1
+    assert await log.get_by_text("he is outside the door").count() == 1
+    mine = caller.get_by_test_id("chat-log").get_by_text("he is outside the door")
+    assert await mine.count() == 1

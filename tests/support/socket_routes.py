@@ -22,6 +22,8 @@ class SocketRoutes:
     hold_pongs: float = 0.0
     refuse: bool = False  # new sockets are closed at once, as a dead network would
     swallow: bool = False  # what the page sends is lost, as into a socket that has died
+    hold_chat: float = 0.0  # chat from the server reaches the page this much later
+    sent: list[str] = field(default_factory=list)  # every text frame the page sent
     sockets: list[WebSocketRoute] = field(default_factory=list)
     servers: list[WebSocketRoute] = field(default_factory=list)
     hellos: list[dict[str, Any]] = field(default_factory=list)
@@ -41,14 +43,19 @@ class SocketRoutes:
         self.servers.append(server)
 
         def to_server(message: str | bytes) -> None:
-            if isinstance(message, str) and '"hello"' in message:
-                self.hellos.append(json.loads(message))
+            if isinstance(message, str):
+                self.sent.append(message)
+                if '"hello"' in message:
+                    self.hellos.append(json.loads(message))
             if not self.swallow:
                 server.send(message)
 
         def to_page(message: str | bytes) -> None:
-            if self.hold_pongs and message == '{"type":"pong"}':
-                task = asyncio.get_running_loop().create_task(self.later(route, message))
+            held = (self.hold_pongs if message == '{"type":"pong"}' else
+                    self.hold_chat if isinstance(message, str) and '"type":"chat"' in message
+                    else 0.0)
+            if held:
+                task = asyncio.get_running_loop().create_task(self.later(route, message, held))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
             else:
@@ -57,8 +64,8 @@ class SocketRoutes:
         route.on_message(to_server)
         server.on_message(to_page)
 
-    async def later(self, route: WebSocketRoute, message: str) -> None:
-        await asyncio.sleep(self.hold_pongs)
+    async def later(self, route: WebSocketRoute, message: str | bytes, held: float) -> None:
+        await asyncio.sleep(held)
         try:
             route.send(message)
         except Exception:

@@ -51,7 +51,8 @@ export class Signal extends EventTarget {
     this.retryTimer = null;
     this.restarting = false;
     this.queue = []; // signals that waited for the socket to come back
-    this.pending = new Map(); // cid -> chat/advice sent but not yet echoed by the server
+    this.pending = new Map(); // cid -> {message, ws}: chat/advice not yet echoed, and the socket it went on
+    this.seenSays = new Set(); // "from:cid" of chat/advice shown: a message sent twice shows once
     this.settling = false; // a ping sent after a welcome, whose pong means "replay is done"
     this.reconnects = 0; // how often this tab lost and regained its socket (for tests, stats)
   }
@@ -66,8 +67,9 @@ export class Signal extends EventTarget {
     const cid = message.cid || randomId();
     const framed = { ...message, cid };
     if (this.ended) return { cid, sent: false };
-    this.pending.set(cid, framed);
-    return { cid, sent: this.send(framed) };
+    const sent = this.send(framed);
+    this.pending.set(cid, { message: framed, ws: sent ? this.ws : null });
+    return { cid, sent };
   }
 
   start() {
@@ -200,13 +202,13 @@ export class Signal extends EventTarget {
       if (this.settling) this.settle();
       return;
     }
-    if ((message.type === "chat" || message.type === "advice") && message.cid) {
-      this.pending.delete(message.cid); // ours arrived (cids are random: no one else's match)
-    }
+    const says = (message.type === "chat" || message.type === "advice") && message.cid;
+    if (says) this.pending.delete(message.cid); // ours arrived (cids are random: no one else's match)
     if (typeof message.seq === "number") {
       if (message.seq <= this.lastSeq) return; // already seen (a replay overlap)
       this.lastSeq = message.seq;
     }
+    if (says && !this.firstSight(`${message.from}:${message.cid}`)) return;
     if (message.type === "welcome") {
       this.onWelcome(message);
       return;
@@ -282,10 +284,28 @@ export class Signal extends EventTarget {
     this.ping();
   }
 
-  /** Everything the server had for us is in: chat still unechoed was lost; send it again. */
+  /**
+   * Whether a chat or advice is new. A message the sender sent again after a resume (its echo
+   * was lost with the old socket, not the message) reaches everyone twice: show it once.
+   */
+  firstSight(key) {
+    if (this.seenSays.has(key)) return false;
+    this.seenSays.add(key);
+    if (this.seenSays.size > 1000) this.seenSays.delete(this.seenSays.values().next().value);
+    return true;
+  }
+
+  /**
+   * Everything the server had for us is in: chat that went on an earlier socket and is still
+   * unechoed was lost with it; send it again. (Chat sent on this socket after the welcome may
+   * simply not be echoed yet: its echo comes after this pong.)
+   */
   settle() {
     this.settling = false;
-    for (const message of this.pending.values()) this.send(message);
+    for (const entry of this.pending.values()) {
+      if (entry.ws === this.ws) continue;
+      if (this.send(entry.message)) entry.ws = this.ws;
+    }
     this.dispatchEvent(new CustomEvent("settled"));
   }
 
