@@ -2,10 +2,11 @@
 
 A NUL byte reaching `Path.resolve()` raised ValueError (a 500), a 300-character file name
 raised ENAMETOOLONG (taken for a store outage, a 503), and control bytes or broken
-percent-encoding reached the routes as they were. Every path of this service is short, UTF-8,
-and free of control characters, so anything else is the client's mistake: a 400 with the
-usual clear answer (JSON under /api/, plain text elsewhere), for every route at once, so no
-file-serving route has to remember it. The query string is not a path and is not checked.
+percent-encoding reached the routes as they were. Every path of this service is UTF-8 and
+free of control characters, and every file path is short, so anything else is the client's
+mistake: a 400 with the usual clear answer (JSON under /api/, plain text elsewhere), for
+every route at once, so no file-serving route has to remember it. The query string is not a
+path and is not checked.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from aiohttp import web
 
 from server.auth import Handler
 
+# Where a path names a file. Only there is length a file system's business; elsewhere a long
+# path is an unknown id (a caller's mangled link still gets the calm "not recognised" page).
+FILE_PATHS = ("/static/",)
 MAX_PATH_BYTES = 2048  # decoded; Linux's PATH_MAX is 4096
 MAX_SEGMENT_BYTES = 255  # decoded; NAME_MAX on every common file system
 PERCENT_ENCODED = re.compile(r"(?:[^%]|%[0-9A-Fa-f]{2})*")
@@ -37,9 +41,9 @@ def path_problem(raw_path: str) -> str | None:
         return "not UTF-8"
     if CONTROL.search(text):
         return "a control character"
-    if len(decoded) > MAX_PATH_BYTES or any(
+    if text.startswith(FILE_PATHS) and (len(decoded) > MAX_PATH_BYTES or any(
         len(segment.encode()) > MAX_SEGMENT_BYTES for segment in text.split("/")
-    ):
+    )):
         return "too long"
     return None
 
