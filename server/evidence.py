@@ -212,7 +212,8 @@ class EvidenceStore:
         streaming.files += mine.files
         try:
             self._within_quota(used, streaming, counted, expected or 0)
-            return await self._seal_stream(session_id, chunks, kind, by, limit, used, mine)
+            return await self._seal_stream(session_id, chunks, kind, by, limit, used, mine,
+                                           streaming)
         finally:
             streaming.files -= mine.files
             streaming.bytes -= mine.bytes
@@ -228,15 +229,14 @@ class EvidenceStore:
             raise QuotaExceeded(f"the session may hold {self.quota.bytes} bytes")
 
     async def _seal_stream(self, session_id: str, chunks: AsyncIterator[bytes], kind: str,
-                           by: dict[str, Any], limit: int, used: Usage,
-                           mine: Usage) -> Evidence:
+                           by: dict[str, Any], limit: int, used: Usage, mine: Usage,
+                           streaming: Usage) -> Evidence:
         evidence_id = secrets.token_hex(16)
         key = generate_key()
         sealer = Sealer(key, _aad(session_id, evidence_id))
         digest = hashlib.sha256()
         head = b""
         content_type: str | None = None
-        streaming = self._streaming[session_id]
         counted = bool(mine.files)
         path = self.path(session_id, evidence_id)
         writer = await asyncio.to_thread(PrivateFileWriter, path)
