@@ -9,7 +9,7 @@ from pathlib import Path
 
 from server.record.crypto import load_or_create_keyring
 from tests.support.live import free_port
-from tests.support.nodes import Node
+from tests.support.nodes import METRICS_TOKEN, Node
 from tests.support.redis_server import RedisServer
 
 
@@ -23,6 +23,7 @@ def node_on(redis: RedisServer, folder: Path, **env: str) -> Node:
         "ERV_PUBLIC_URL": f"http://127.0.0.1:{port}", "ERV_DATA_DIR": str(folder / "data"),
         "ERV_REDIS_URL": redis.url, "ERV_RECORD_KEY_FILE": str(keys),
         "ERV_CONTACT_LINK_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "ERV_METRICS_TOKEN": METRICS_TOKEN,  # Node.health() reads the detailed /healthz
         **env,
     }
     return Node("node", port, settings, folder / "node.log")
