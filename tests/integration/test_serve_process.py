@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.record import backend_env
 from tests.support.erv_process import Process, start_erv
+from tests.support.record import backend_env
 
 DEMO_PASSWORD = "demo password for tests"
 
