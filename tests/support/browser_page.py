@@ -114,12 +114,15 @@ async def kill_tree(tag: str, leaders: Iterable[asyncio.subprocess.Process] = ()
 
     Each group is signalled once, while its leader is not yet reaped (so its pid cannot have
     been reused); the tag then finds whatever is left, however it got away."""
+    seen = tagged_pids(tag)  # before any dies: one on its way out has no environment left
     for leader in leaders:
         if leader.returncode is None:
             _signal(leader.pid, signal.SIGKILL, group=True)
     deadline = time.monotonic() + timeout
-    while left := tagged_pids(tag):
-        for pid in left:
+    # Wait for every process once seen tagged, not only for the tag to vanish.
+    while left := (tagged := tagged_pids(tag)) | {pid for pid in seen if alive(pid)}:
+        seen |= tagged
+        for pid in tagged:
             _signal(pid, signal.SIGKILL)
         if time.monotonic() >= deadline:
             raise RuntimeError(f"browser processes survived SIGKILL: {sorted(left)}")

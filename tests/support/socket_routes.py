@@ -22,8 +22,8 @@ class SocketRoutes:
     hold_pongs: float = 0.0
     refuse: bool = False  # new sockets are closed at once, as a dead network would
     swallow: bool = False  # what the page sends is lost, as into a socket that has died
-    hold_chat: float = 0.0  # chat from the server reaches the page this much later
-    sent: list[str] = field(default_factory=list)  # every text frame the page sent
+    hold_chat: float = 0.0  # chat from the server, and all after it, reach the page this much later
+    sent: list[tuple[int, str]] = field(default_factory=list)  # (socket number, text frame)
     sockets: list[WebSocketRoute] = field(default_factory=list)
     servers: list[WebSocketRoute] = field(default_factory=list)
     hellos: list[dict[str, Any]] = field(default_factory=list)
@@ -34,42 +34,52 @@ class SocketRoutes:
 
     def handle(self, route: WebSocketRoute) -> None:
         if self.refuse:
-            task = asyncio.get_running_loop().create_task(route.close(code=1011))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self.spawn(route.close(code=1011))
             return
         server = route.connect_to_server()
+        number = len(self.sockets)
         self.sockets.append(route)
         self.servers.append(server)
 
         def to_server(message: str | bytes) -> None:
             if isinstance(message, str):
-                self.sent.append(message)
+                self.sent.append((number, message))
                 if '"hello"' in message:
                     self.hellos.append(json.loads(message))
             if not self.swallow:
                 server.send(message)
 
+        backlog: list[str | bytes] = []  # a held chat and everything after it, in order
+
         def to_page(message: str | bytes) -> None:
-            held = (self.hold_pongs if message == '{"type":"pong"}' else
-                    self.hold_chat if isinstance(message, str) and '"type":"chat"' in message
-                    else 0.0)
-            if held:
-                task = asyncio.get_running_loop().create_task(self.later(route, message, held))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+            if self.hold_pongs and message == '{"type":"pong"}':  # pongs carry no seq
+                self.spawn(self.later(route, [message], self.hold_pongs))
+            elif backlog:
+                backlog.append(message)
+            elif self.hold_chat and isinstance(message, str) and '"type":"chat"' in message:
+                backlog.append(message)
+                self.spawn(self.later(route, backlog, self.hold_chat))
             else:
                 route.send(message)
 
         route.on_message(to_server)
         server.on_message(to_page)
 
-    async def later(self, route: WebSocketRoute, message: str | bytes, held: float) -> None:
+    def spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def later(self, route: WebSocketRoute, messages: list[str | bytes],
+                    held: float) -> None:
+        """Pass `messages` on after `held` s, in order (a list still growing meanwhile is
+        emptied as it is sent, so later frames go straight through again)."""
         await asyncio.sleep(held)
-        try:
-            route.send(message)
-        except Exception:
-            pass  # the page already gave that socket up
+        while messages:
+            try:
+                route.send(messages.pop(0))
+            except Exception:
+                pass  # the page already gave that socket up
 
     async def cut(self, code: int = 1011, reason: str = "") -> None:
         """Close the newest socket on both sides, as a network or a proxy would: the page
