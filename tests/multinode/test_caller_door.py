@@ -4,24 +4,12 @@ across Redis; a new link ended on one node cuts off a credential held on another
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from server.accounts import StaffRole
 from tests.support.calls import chat_round_trip, expect_error
 from tests.support.live import SignalClient, StaffClient
-from tests.support.nodes import Cluster, Node, start_cluster
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = await start_cluster(tmp_path, 2)
-    try:
-        yield cluster
-    finally:
-        await cluster.close()
+from tests.support.nodes import Cluster, Node
 
 
 async def call_across(cluster: Cluster, ref: str, caller_node: Node) -> tuple[

@@ -11,26 +11,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from server.accounts import StaffRole
 from tests.support.live import SignalClient, StaffClient
-from tests.support.nodes import ERV, Cluster, Node, start_cluster
+from tests.support.nodes import ERV, Cluster, Node
 from tests.support.peers import Pump
 
 OUTAGE = 5.0
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = await start_cluster(tmp_path, 2)
-    try:
-        yield cluster
-    finally:
-        await cluster.close()
 
 
 async def keep_writing(staff: StaffClient, session_id: str, stop: asyncio.Event,
