@@ -24,9 +24,9 @@ lint: $(STAMP)
 # What the tests need from Debian: Chromium (Playwright cannot download browsers here),
 # Firefox ESR and WebKitGTK's driver with Xvfb (the other browsers), redis-server (the Redis
 # tests start their own on a free port), and for the field lab (tests/field, run as root)
-# iproute2, iptables and coturn.
+# iproute2, iptables and coturn; recordings are checked with ffmpeg's ffprobe.
 SYSTEM_PACKAGES := chromium fonts-dejavu-core redis-server firefox-esr webkit2gtk-driver xvfb \
-	iproute2 iptables coturn
+	iproute2 iptables coturn ffmpeg
 
 system-deps:
 	@missing=""; for package in $(SYSTEM_PACKAGES); do \

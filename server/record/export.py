@@ -29,11 +29,17 @@ from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from server.accounts import Staff, StaffRole
 from server.config import Config
 from server.evidence import ADDED_KIND, EXTENSIONS, EvidenceStore, readable_body
+from server.record.signing import (
+    fingerprint,
+    load_or_create_signing_key,
+    public_pem,
+    signing_key_path,
+)
 from server.record.store import CaseRecordStore, SessionShredded
 
 log = logging.getLogger("erv.record")
@@ -43,7 +49,6 @@ EVENTS_FILE = "events.json"
 SIGNER_FILE = "signer.pub"
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
-SIGNING_KEY_NAME = "export-signing-key.pem"
 EXPORTED_KIND = "record_exported"
 
 
@@ -55,50 +60,6 @@ class StaffDirectory(Protocol):
     """What an export needs of the staff accounts (SQLite or Redis): who the exporter is."""
 
     async def by_username(self, username: str) -> Staff | None: ...
-
-
-def signing_key_path(config: Config) -> Path:
-    """Next to the record's master keys (`<data_dir>/export-signing-key.pem` by default)."""
-    return config.record_keys_path.parent / SIGNING_KEY_NAME
-
-
-def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
-    """The export signing key; a new one is made (0600, with a warning) if there is none."""
-    try:
-        pem = path.read_bytes()
-    except FileNotFoundError:
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-        log.warning(
-            "made a new export signing key in %s; publish its public key (%s) to whoever "
-            "checks exports, and keep the private key apart from database backups",
-            path, fingerprint(key.public_key()),
-        )
-        return key
-    loaded = serialization.load_pem_private_key(pem, password=None)
-    if not isinstance(loaded, Ed25519PrivateKey):
-        raise ExportError(f"{path} does not hold an Ed25519 private key")
-    return loaded
-
-
-def public_pem(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def fingerprint(key: Ed25519PublicKey) -> str:
-    """A short, comparable name for a public key: SHA-256 of its raw bytes, base64."""
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
 
 
 def _sha256(data: bytes) -> str:
